@@ -1,0 +1,1 @@
+"""Lightning callbacks that know about generator steps."""

@@ -1,0 +1,46 @@
+"""Save a grid of samples from the module's fixed noise every N generator steps (and at the end).
+
+The same noise at every step makes grids comparable over training; it lives in the checkpoint, so
+a resumed run continues the same sequence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torchvision.utils import make_grid, save_image
+
+from ganforge.gan_module import GANLitModule
+
+
+class SampleGrid(Callback):
+    def __init__(self, dirpath: str, every_n_g_steps: int = 200, nrow: int = 8) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_g_steps = every_n_g_steps
+        self.nrow = nrow
+        self.last_saved: int | None = None
+
+    def path_for(self, g_step: int) -> Path:
+        return self.dirpath / f"g_step_{g_step:07d}.png"
+
+    def save(self, trainer: Trainer, module: GANLitModule) -> Path | None:
+        if not trainer.is_global_zero or module.g_step == self.last_saved:
+            return None
+        images = module.generate(module.fixed_noise)
+        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1))
+        path = self.path_for(module.g_step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid, path)
+        self.last_saved = module.g_step
+        return path
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.save(trainer, pl_module)  # the starting point: untrained (or resumed) generator
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        if pl_module.g_step % self.every_n_g_steps == 0:
+            self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.save(trainer, pl_module)

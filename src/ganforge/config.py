@@ -1,0 +1,67 @@
+"""Hydra glue: config resolvers, instantiation with readable errors, the config tree printout."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import rich.syntax
+import rich.tree
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from ganforge.errors import GanforgeError
+from ganforge.gan_module import optimizer_steps
+
+log = logging.getLogger(__name__)
+
+
+def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
+    return -1 if g_steps is None else optimizer_steps(int(g_steps), int(d_steps_per_g))
+
+
+def register_resolvers() -> None:
+    """`${optimizer_steps:G,K}`: Lightning's step count for G generator steps at K D steps per G step.
+    `${pid:}`: this process's id, which keeps run directories of simultaneous launches apart."""
+    OmegaConf.register_new_resolver("optimizer_steps", _optimizer_steps, replace=True)
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, but a GanforgeError raised inside comes out as itself."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, GanforgeError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a config group like `callbacks` or `logger`."""
+    if not group:
+        return []
+    return [
+        instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node
+    ]
+
+
+@rank_zero_only
+def print_config_tree(
+    cfg: DictConfig,
+    order: Sequence[str] = ("data", "model", "callbacks", "logger", "trainer", "paths", "extras"),
+) -> None:
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
+    for key in keys:
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(key, style="bold").add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)

@@ -1,0 +1,128 @@
+"""Data sets read from image files (CelebA, any image folder).
+
+Small sets are decoded once into a uint8 tensor (`in_memory`); large ones are decoded per item in
+loader workers. Unreadable files stop the run with their path, or are skipped when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset, default_collate
+
+from ganforge.datamodules.base import ImageDataModule
+from ganforge.errors import GanforgeError
+
+log = logging.getLogger(__name__)
+
+IN_MEMORY_AUTO_LIMIT = 2 * 1024**3  # bytes of decoded uint8 pixels that `in_memory: auto` keeps in RAM
+
+Split = tuple[list[Path], list[int]]
+
+
+def unreadable(path: Path, err: Exception) -> GanforgeError:
+    return GanforgeError(
+        f"cannot read image {path} ({type(err).__name__}: {err}); remove it or set data.skip_unreadable=true"
+    )
+
+
+class ImageFiles(Dataset):
+    """(uint8 image, label) from files; with `skip_unreadable`, a bad file yields None (see `drop_none`)."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        labels: list[int],
+        transform: T.Transform,
+        channels: int,
+        skip_unreadable: bool,
+    ) -> None:
+        self.files, self.labels = files, labels
+        self.transform = transform
+        self.mode = "L" if channels == 1 else "RGB"
+        self.skip_unreadable = skip_unreadable
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int] | None:
+        path = self.files[i]
+        try:
+            with Image.open(path) as img:
+                image = TF.pil_to_tensor(img.convert(self.mode))
+        except (OSError, ValueError, SyntaxError) as err:  # what PIL raises for bad or truncated files
+            if self.skip_unreadable:
+                log.warning("skipping unreadable image %s (%s)", path, err)
+                return None
+            raise unreadable(path, err) from err
+        return self.transform(image), self.labels[i]
+
+
+def drop_none(batch: list[Any]) -> Any:
+    return default_collate([item for item in batch if item is not None])
+
+
+class FileImageDataModule(ImageDataModule):
+    """Base for file-based sets: subclasses list the files of each split in `index()`."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int,
+        channels: int = 3,
+        in_memory: bool | str = "auto",
+        skip_unreadable: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(data_dir, image_size, channels, batch_size, num_workers, pin_memory)
+        if in_memory not in (True, False, "auto"):
+            raise GanforgeError(f"data.in_memory must be true, false or auto, got {in_memory!r}")
+        self.in_memory_mode = in_memory
+        self.skip_unreadable = skip_unreadable
+        if skip_unreadable:
+            self.collate_fn = drop_none
+
+    def index(self) -> dict[str, Split]:
+        """Files and labels of the 'train', 'val' and 'test' splits."""
+        raise NotImplementedError
+
+    def transform(self) -> T.Transform:
+        """uint8 tensor -> uint8 tensor of image_size x image_size: shorter side resized, centre cropped."""
+        return T.Compose([T.Resize(self.image_size, antialias=True), T.CenterCrop(self.image_size)])
+
+    def _keep_in_memory(self, n: int) -> bool:
+        if self.in_memory_mode == "auto":
+            return n * self.channels * self.image_size**2 <= IN_MEMORY_AUTO_LIMIT
+        return bool(self.in_memory_mode)
+
+    def _decode_all(self, files: ImageFiles) -> TensorDataset:
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
+            items = [item for item in pool.map(files.__getitem__, range(len(files))) if item is not None]
+        if len(items) < len(files):
+            log.warning("skipped %d unreadable image(s) of %d", len(files) - len(items), len(files))
+        if not items:
+            shape = (0, self.channels, self.image_size, self.image_size)
+            return TensorDataset(torch.empty(shape, dtype=torch.uint8), torch.empty(0, dtype=torch.long))
+        images, labels = zip(*items, strict=True)
+        return TensorDataset(torch.stack(images), torch.tensor(labels, dtype=torch.long))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data_train is not None:
+            return
+        splits = self.index()
+        in_memory = self._keep_in_memory(sum(len(files) for files, _ in splits.values()))
+        datasets = {}
+        for name, (files, labels) in splits.items():
+            dataset = ImageFiles(files, labels, self.transform(), self.channels, self.skip_unreadable)
+            datasets[name] = self._decode_all(dataset) if in_memory else dataset
+        self.data_train, self.data_val, self.data_test = datasets["train"], datasets["val"], datasets["test"]

@@ -1,0 +1,61 @@
+"""Any folder of images. Class sub-folders become labels (as in torchvision's ImageFolder); a flat
+folder is one unlabelled class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from ganforge.datamodules.base import split_indices
+from ganforge.datamodules.files import FileImageDataModule, Split
+from ganforge.errors import GanforgeError
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+
+
+class ImageFolderDataModule(FileImageDataModule):
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int = 64,
+        channels: int = 3,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.0,
+        split_seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(data_dir, image_size, channels, **kwargs)
+        self.fractions = (val_fraction, test_fraction)
+        self.split_seed = split_seed
+        self.classes: list[str] = []
+
+    def index(self) -> dict[str, Split]:
+        root = Path(self.data_dir)
+        if not root.is_dir():
+            raise GanforgeError(
+                f"image folder {root} does not exist; set data.data_dir to a folder of images"
+            )
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
+        if class_dirs:
+            self.classes = [d.name for d in class_dirs]
+            per_class = [_images_in(d) for d in class_dirs]
+            files = [f for group in per_class for f in group]
+            labels = [c for c, group in enumerate(per_class) for _ in group]
+        else:
+            files = _images_in(root)
+            labels = [0] * len(files)
+        if not files:
+            exts = " ".join(sorted(IMG_EXTENSIONS))
+            raise GanforgeError(
+                f"no images found in {root} or its sub-folders (extensions: {exts}); "
+                "set data.data_dir to a folder of images"
+            )
+        self.num_classes = max(len(self.classes), 1)
+        parts = split_indices(len(files), self.fractions, self.split_seed)
+        return {
+            name: ([files[i] for i in idx], [labels[i] for i in idx])
+            for name, idx in zip(("train", "val", "test"), parts, strict=True)
+        }

@@ -1,0 +1,148 @@
+"""`GANLitModule`: one training module for every unconditional GAN, with alternating manual updates.
+
+Step accounting. Every batch drives one discriminator update; every `d_steps_per_g`-th batch also
+drives one generator update. So each discriminator update sees fresh real data, and after `g`
+generator updates exactly `g * d_steps_per_g` discriminator updates have run. Lightning's
+`global_step` counts *optimizer* steps of both networks, i.e. `g * (d_steps_per_g + 1)`; ganforge's
+own counters `g_step`/`d_step` are what budgets, sample grids and checkpoint names refer to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from ganforge.errors import GanforgeError
+from ganforge.losses import GANLoss
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+
+def optimizer_steps(g_steps: int, d_steps_per_g: int) -> int:
+    """Lightning `max_steps`/`every_n_train_steps` equivalent of a number of generator steps."""
+    return g_steps * (d_steps_per_g + 1)
+
+
+class GANLitModule(LightningModule):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: GANLoss,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        scheduler_g: SchedulerFactory | None = None,
+        scheduler_d: SchedulerFactory | None = None,
+        d_steps_per_g: int = 1,
+        num_fixed_samples: int = 64,
+        fixed_noise_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if d_steps_per_g < 1:
+            raise GanforgeError(f"model.d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.loss = loss
+        self.optimizer_g = optimizer_g
+        self.optimizer_d = optimizer_d
+        self.scheduler_g = scheduler_g
+        self.scheduler_d = scheduler_d
+        self.d_steps_per_g = d_steps_per_g
+        self.g_step = 0
+        self.d_step = 0
+        # Own generator: the grid noise must not depend on (or disturb) the global seed.
+        noise = torch.randn(
+            num_fixed_samples, generator.latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed)
+        )
+        self.register_buffer("fixed_noise", noise)  # persistent: saved in (and restored from) checkpoints
+
+    @property
+    def latent_dim(self) -> int:
+        return self.generator.latent_dim
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.generator(z)
+
+    def sample_noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.latent_dim, device=self.device)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor) -> Tensor:
+        """Images for `z` in [-1, 1], with the generator in eval mode (batch-norm running statistics)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z.to(self.device))
+        finally:
+            self.generator.train(was_training)
+
+    def configure_optimizers(self) -> Any:
+        opt_g = self.optimizer_g(self.generator.parameters())
+        opt_d = self.optimizer_d(self.discriminator.parameters())
+        schedulers = [
+            f(o) for f, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if f is not None
+        ]
+        return [opt_g, opt_d], schedulers
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real = batch[0]
+        opt_g, opt_d = self.optimizers()
+        n = real.shape[0]
+
+        with self.toggled_optimizer(opt_d):
+            with torch.no_grad():
+                fake = self.generator(self.sample_noise(n))
+            out_real, out_fake = self.discriminator(real), self.discriminator(fake)
+            d_loss = self.loss.d_loss(out_real, out_fake)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+        self.d_step += 1
+        self.log_dict(
+            {
+                "train/d_loss": d_loss.detach(),
+                "train/d_real": self.loss.score(out_real.detach()).mean(),
+                "train/d_fake": self.loss.score(out_fake.detach()).mean(),
+            },
+            prog_bar=True,
+        )
+
+        if self.d_step % self.d_steps_per_g:
+            return
+        with self.toggled_optimizer(opt_g):
+            g_loss = self.loss.g_loss(self.discriminator(self.generator(self.sample_noise(n))))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+        self.g_step += 1
+        for scheduler in self._schedulers():
+            scheduler.step()
+        self.log("train/g_loss", g_loss.detach(), prog_bar=True)
+        self.log("g_step", float(self.g_step), prog_bar=True)
+        self.log("train/lr_g", opt_g.param_groups[0]["lr"])
+        self.log("train/lr_d", opt_d.param_groups[0]["lr"])
+
+    def _schedulers(self) -> list[Any]:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return schedulers if isinstance(schedulers, list) else [schedulers]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_steps"] = {"g_step": self.g_step, "d_step": self.d_step}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        steps = checkpoint.get("gan_steps")
+        if steps is None:
+            raise GanforgeError(
+                "checkpoint has no 'gan_steps': it was not written by ganforge's GANLitModule"
+            )
+        self.g_step, self.d_step = steps["g_step"], steps["d_step"]

@@ -1,0 +1,96 @@
+"""DCGAN (Radford et al. 2016): strided (transposed) convolutions, batch norm, DCGAN initialisation.
+
+Depth follows the image size: a 4x4 projection of the noise, then one stride-2 layer per doubling,
+so 32x32 has three up-sampling layers and 64x64 four (the paper's network at base_channels=64).
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+from torch import Tensor, nn
+
+from ganforge.errors import GanforgeError
+
+VALID_SIZES = tuple(2**k for k in range(3, 11))  # 8 ... 1024
+
+
+def num_doublings(image_size: int) -> int:
+    """Number of stride-2 layers between 4x4 and `image_size`; rejects sizes DCGAN cannot build."""
+    if image_size not in VALID_SIZES:
+        sizes = ", ".join(map(str, VALID_SIZES))
+        raise GanforgeError(
+            f"dcgan cannot build {image_size}x{image_size} images: data.image_size must be a power of two "
+            f"in {{{sizes}}} (e.g. data.image_size=64)"
+        )
+    return int(math.log2(image_size)) - 2
+
+
+def _widths(image_size: int, base_channels: int, max_channels: int) -> list[int]:
+    """Channel widths from the 4x4 stage outwards, halving at each doubling (G order)."""
+    n = num_doublings(image_size)
+    return [min(base_channels * 2 ** (n - 1 - i), max_channels) for i in range(n)]
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), biases 0 (the paper's initialisation)."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        latent_dim: int = 100,
+        base_channels: int = 64,
+        max_channels: int = 512,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        widths = _widths(image_size, base_channels, max_channels)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for w_in, w_out in pairwise(widths):
+            layers += [
+                nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(w_out),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(
+        self, image_size: int, channels: int, base_channels: int = 64, max_channels: int = 512
+    ) -> None:
+        super().__init__()
+        widths = _widths(image_size, base_channels, max_channels)[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for w_in, w_out in pairwise(widths):
+            layers += [
+                nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(w_out),
+                nn.LeakyReLU(0.2, True),
+            ]
+        layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).flatten()

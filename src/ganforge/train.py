@@ -1,0 +1,157 @@
+"""The training task: instantiate data, model, callbacks, loggers and trainer from the config, fit,
+and say where everything went."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from ganforge.callbacks.sample_grid import SampleGrid
+from ganforge.callbacks.store_config import CHECKPOINT_KEY, StoreConfig
+from ganforge.config import instantiate, instantiate_group, print_config_tree, register_resolvers
+from ganforge.errors import GanforgeError
+
+log = logging.getLogger(__name__)
+
+register_resolvers()  # before Hydra composes a config that uses them
+
+# Lightning warnings that do not apply: ganforge checkpoints are meant to hold the weights after
+# the step (the state training continues from); the pytree one is Lightning's own deprecation.
+for _message in ("Using ModelCheckpoint with manual optimization", r"`isinstance\(treespec, LeafSpec\)`"):
+    warnings.filterwarnings("ignore", message=_message)
+
+# Alternating D/G updates leave one network's parameters out of each backward pass, which plain
+# DDP rejects ("Expected to have finished reduction..."); these variants tolerate it.
+GAN_DDP = {
+    "ddp": "ddp_find_unused_parameters_true",
+    "ddp_spawn": "ddp_spawn_find_unused_parameters_true",
+    "ddp_fork": "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook": "ddp_notebook_find_unused_parameters_true",
+}
+
+
+def device_count(devices: Any, accelerator: str) -> int:
+    """How many devices a Lightning `devices` value asks for (-1/'auto' read off this machine)."""
+    if isinstance(devices, str):
+        if devices.strip() == "auto":
+            return 1 if accelerator == "cpu" else max(torch.cuda.device_count(), 1)
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+        devices = int(devices)
+    if isinstance(devices, Sequence):
+        return len(devices)
+    if devices == -1:
+        return (os.cpu_count() or 1) if accelerator == "cpu" else torch.cuda.device_count()
+    return int(devices)
+
+
+def gan_strategy(trainer_cfg: DictConfig) -> Any:
+    """The trainer's strategy, made safe for GANs: several devices under 'auto' get GAN-safe DDP."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if isinstance(strategy, str) and strategy in GAN_DDP:
+        raise GanforgeError(
+            f"trainer.strategy={strategy} cannot train a GAN (each update leaves the other network's "
+            f"parameters unused); use trainer=ddp or trainer.strategy={GAN_DDP[strategy]}"
+        )
+    several = trainer_cfg.get("num_nodes", 1) > 1 or (
+        device_count(trainer_cfg.get("devices", "auto"), trainer_cfg.get("accelerator", "auto")) > 1
+    )
+    if strategy == "auto" and several:
+        return GAN_DDP["ddp"]
+    return strategy
+
+
+def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
+    """Fail early, and readably, when a checkpoint cannot continue this config."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise GanforgeError(
+            f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file, e.g. <run>/checkpoints/last.ckpt"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise GanforgeError(
+            f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(err).__name__})"
+        ) from err
+    stored = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    if stored is None or "gan_steps" not in checkpoint:
+        raise GanforgeError(
+            f"ckpt_path={ckpt_path} was not written by ganforge's train.py; pass a ganforge checkpoint"
+        )
+    current = OmegaConf.to_container(cfg.model, resolve=True)
+    for net in ("generator", "discriminator"):
+        if stored["config"]["model"][net] != current[net]:
+            raise GanforgeError(
+                f"ckpt_path={ckpt_path} holds a different model.{net} ({stored['config']['model'][net]}); "
+                "resume with the model and data overrides the checkpoint was trained with"
+            )
+
+
+def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
+    """Where the checkpoint, the sample grids and the metrics went."""
+    where = {"run directory": str(cfg.paths.output_dir)}
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.last_model_path:
+            where["last checkpoint"] = cb.last_model_path
+        if isinstance(cb, SampleGrid) and cb.last_saved is not None:
+            where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            where["metrics"] = str(Path(logger.log_dir) / "metrics.csv")
+    return where
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
+    """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_resume(ckpt_path, cfg)
+    if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
+        raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg)]
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=gan_strategy(cfg.trainer)
+    )
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return metrics, report(trainer, cfg)
+
+
+def main(cfg: DictConfig) -> dict[str, float]:
+    """Entry point behind the root `train.py`: user mistakes end in one line and exit code 1."""
+    if cfg.extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    try:
+        if cfg.extras.get("print_config"):
+            print_config_tree(cfg)
+        metrics, where = train(cfg)
+    except GanforgeError as err:
+        raise SystemExit(f"error: {err}") from None
+    except MissingMandatoryValue as err:
+        raise SystemExit(f"error: {err.full_key} is required; pass {err.full_key}=<value>") from None
+    if rank_zero_only.rank == 0:
+        width = max(map(len, where))
+        log.info(
+            "Training finished. Outputs:\n%s", "\n".join(f"  {k:<{width}}  {v}" for k, v in where.items())
+        )
+    return metrics

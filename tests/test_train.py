@@ -1,0 +1,114 @@
+"""Real (tiny) training runs: every model trains, writes what it promises, and resumes where it stopped."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganforge.errors import GanforgeError
+from ganforge.train import train
+
+
+def read_metrics(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+def test_short_run_writes_checkpoint_grids_and_finite_metrics(make_cfg, model: str) -> None:
+    cfg = make_cfg(f"model={model}", "callbacks.sample_grid.every_n_g_steps=2")
+    metrics, where = train(cfg)
+    run = Path(cfg.paths.output_dir)
+
+    assert all(math.isfinite(v) for v in metrics.values())
+    rows = read_metrics(where["metrics"])
+    losses = [float(r[k]) for r in rows for k in ("train/d_loss", "train/g_loss") if r.get(k)]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert {"train/d_real", "train/d_fake", "g_step"} <= set(rows[0])
+
+    ckpt = load(run / "checkpoints" / "last.ckpt")
+    assert ckpt["gan_steps"] == {"g_step": 4, "d_step": 4}
+    assert ckpt["global_step"] == 8  # Lightning counts D and G optimizer steps
+    assert ckpt["ganforge"]["config"]["model"]["generator"]["image_size"] == 16
+    assert ckpt["state_dict"]["fixed_noise"].shape == (64, 100)
+
+    grids = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert grids == ["g_step_0000000.png", "g_step_0000002.png", "g_step_0000004.png"]
+    assert where["last checkpoint"].endswith("last.ckpt") and "sample grids" in where
+
+
+@pytest.mark.slow
+def test_d_steps_per_g_budget_is_in_generator_steps(make_cfg) -> None:
+    cfg = make_cfg(
+        "model.d_steps_per_g=3", "max_g_steps=3", "callbacks.model_checkpoint.every_n_train_steps=4"
+    )
+    train(cfg)
+    ckpts = Path(cfg.paths.output_dir, "checkpoints")
+    last = load(ckpts / "last.ckpt")
+    assert last["gan_steps"] == {"g_step": 3, "d_step": 9}
+    assert last["global_step"] == 12
+    # every 4 optimizer steps = every generator step at d_steps_per_g=3; named by generator step
+    assert sorted(p.name for p in ckpts.glob("g_step_*.ckpt")) == [
+        f"g_step_000000{i}.ckpt" for i in (1, 2, 3)
+    ]
+
+
+@pytest.mark.slow
+def test_resume_continues_steps_optimizers_and_fixed_noise(make_cfg) -> None:
+    first = make_cfg("max_g_steps=3", run="first")
+    train(first)
+    last = Path(first.paths.output_dir, "checkpoints", "last.ckpt")
+    before = load(last)
+
+    second = make_cfg("max_g_steps=6", f"ckpt_path={last}", run="second")
+    train(second)
+    after = load(Path(second.paths.output_dir, "checkpoints", "last.ckpt"))
+
+    assert after["gan_steps"] == {"g_step": 6, "d_step": 6}
+    assert after["global_step"] == 12
+    assert torch.equal(after["state_dict"]["fixed_noise"], before["state_dict"]["fixed_noise"])
+    adam_g_steps = [s["step"].item() for s in after["optimizer_states"][0]["state"].values()]
+    assert set(adam_g_steps) == {6.0}  # one Adam state continued, not restarted
+    grids = sorted(p.name for p in Path(second.paths.output_dir, "samples").glob("*.png"))
+    assert grids[0] == "g_step_0000003.png"  # the resumed run starts from generator step 3
+
+
+def test_resume_errors(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(GanforgeError, match=r"does not exist; pass a checkpoint file"):
+        train(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(GanforgeError, match=r"was not written by ganforge"):
+        train(make_cfg(f"ckpt_path={foreign}"))
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(GanforgeError, match=r"is not a readable checkpoint"):
+        train(make_cfg(f"ckpt_path={garbage}"))
+
+
+@pytest.mark.slow
+def test_resume_with_another_architecture_is_refused(make_cfg) -> None:
+    first = make_cfg("max_g_steps=1", run="first")
+    train(first)
+    last = Path(first.paths.output_dir, "checkpoints", "last.ckpt")
+    with pytest.raises(GanforgeError, match=r"different model.generator"):
+        train(make_cfg("model.generator.base_channels=16", f"ckpt_path={last}", run="second"))
+
+
+def test_no_budget_is_refused(make_cfg) -> None:
+    with pytest.raises(GanforgeError, match=r"set max_g_steps .* or trainer.max_epochs"):
+        train(make_cfg("max_g_steps=null"))
+
+
+def test_invalid_d_steps_per_g(make_cfg) -> None:
+    with pytest.raises(GanforgeError, match=r"model.d_steps_per_g must be >= 1"):
+        train(make_cfg("model.d_steps_per_g=0"))
