@@ -110,7 +110,10 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
             where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"
     for logger in trainer.loggers:
         if isinstance(logger, CSVLogger):
-            where["metrics"] = str(Path(logger.log_dir) / "metrics.csv")
+            csv = Path(logger.log_dir) / "metrics.csv"
+            where["metrics"] = (
+                str(csv) if csv.is_file() else "none: fewer batches than trainer.log_every_n_steps"
+            )
     return where
 
 

@@ -58,7 +58,6 @@ class ImageDataModule(LightningDataModule):
     """Base: subclasses fill `data_train`, `data_val`, `data_test` in `setup` and set `num_classes`."""
 
     num_classes: int | None = None
-    collate_fn = None  # default collation; file-based modules may drop unreadable images here
 
     def __init__(
         self,
@@ -107,7 +106,6 @@ class ImageDataModule(LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -170,6 +168,7 @@ class TorchvisionDataModule(ImageDataModule):
         raise NotImplementedError
 
     def _missing(self, reason: str) -> GanforgeError:
+        reason = " ".join(reason.split())  # torchvision's download errors span lines; messages are one line
         return GanforgeError(
             f"{self.dataset_cls.__name__} not found in {self.folder} ({reason}): put "
             f"{', '.join(self.expected_files)} there, or set data.download=true with network access"

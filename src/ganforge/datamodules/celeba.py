@@ -56,6 +56,7 @@ class CelebADataModule(FileImageDataModule):
                 raise self._missing(f"download failed: {type(err).__name__}: {err}") from err
 
     def _missing(self, reason: str) -> GanforgeError:
+        reason = " ".join(reason.split())  # download errors may span lines; messages are one line
         return GanforgeError(
             f"CelebA not found ({reason}): expected the aligned JPEGs 000001.jpg ... 202599.jpg in "
             f"{Path(self.data_dir) / FOLDER} (or data.data_dir pointing at that folder), optionally with "

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset, TensorDataset, default_collate
+from torch.utils.data import Dataset, TensorDataset
 
 from ganforge.datamodules.base import ImageDataModule
 from ganforge.errors import GanforgeError
@@ -35,7 +34,8 @@ def unreadable(path: Path, err: Exception) -> GanforgeError:
 
 
 class ImageFiles(Dataset):
-    """(uint8 image, label) from files; with `skip_unreadable`, a bad file yields None (see `drop_none`)."""
+    """(uint8 image, label) from files. With `skip_unreadable`, an item whose file cannot be read is
+    replaced by the next readable one, so batches stay full (and batch norm never sees an empty one)."""
 
     def __init__(
         self,
@@ -53,7 +53,8 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, int] | None:
+    def load(self, i: int) -> Tensor | None:
+        """The transformed image, or None for an unreadable file when skipping is allowed."""
         path = self.files[i]
         try:
             with Image.open(path) as img:
@@ -63,11 +64,16 @@ class ImageFiles(Dataset):
                 log.warning("skipping unreadable image %s (%s)", path, err)
                 return None
             raise unreadable(path, err) from err
-        return self.transform(image), self.labels[i]
+        return self.transform(image)
 
-
-def drop_none(batch: list[Any]) -> Any:
-    return default_collate([item for item in batch if item is not None])
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        for j in range(i, i + len(self)):
+            image = self.load(j % len(self))
+            if image is not None:
+                return image, self.labels[j % len(self)]
+        raise GanforgeError(
+            f"none of the {len(self)} images (e.g. {self.files[0]}) is readable; check data.data_dir"
+        )
 
 
 class FileImageDataModule(ImageDataModule):
@@ -85,12 +91,12 @@ class FileImageDataModule(ImageDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__(data_dir, image_size, channels, batch_size, num_workers, pin_memory)
+        if channels not in (1, 3):  # files are decoded as "L" or "RGB"
+            raise GanforgeError(f"data.channels={channels} is not supported for image files; use 1 or 3")
         if in_memory not in (True, False, "auto"):
             raise GanforgeError(f"data.in_memory must be true, false or auto, got {in_memory!r}")
         self.in_memory_mode = in_memory
         self.skip_unreadable = skip_unreadable
-        if skip_unreadable:
-            self.collate_fn = drop_none
 
     def index(self) -> dict[str, Split]:
         """Files and labels of the 'train', 'val' and 'test' splits."""
@@ -107,7 +113,8 @@ class FileImageDataModule(ImageDataModule):
 
     def _decode_all(self, files: ImageFiles) -> TensorDataset:
         with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
-            items = [item for item in pool.map(files.__getitem__, range(len(files))) if item is not None]
+            loaded = pool.map(files.load, range(len(files)))
+            items = [(x, y) for x, y in zip(loaded, files.labels, strict=True) if x is not None]
         if len(items) < len(files):
             log.warning("skipped %d unreadable image(s) of %d", len(files) - len(items), len(files))
         if not items:

@@ -26,7 +26,8 @@ class MNISTDataModule(TorchvisionDataModule):
 
     @property
     def expected_files(self) -> list[str]:
-        return [os.path.basename(url) for url, _ in self.dataset_cls.resources]
+        """The extracted files torchvision loads (it unpacks the .gz archives only with download=True)."""
+        return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.dataset_cls.resources]
 
     @staticmethod
     def tensors(dataset: VisionDataset) -> tuple[Tensor, Tensor]:
