@@ -27,7 +27,6 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
-    "callbacks.rich_progress_bar=null",
     "extras.print_config=false",
 ]
 

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
+from ganforge.config import instantiate_group
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
 from ganforge.train import device_count, gan_strategy
@@ -43,6 +44,20 @@ def test_model_data_pairs_instantiate(make_cfg, tmp_path: Path, model: str, data
     z = torch.randn(2, gan.latent_dim)
     assert gan.generator(z).shape == (2, dm.channels, dm.image_size, dm.image_size)
     assert gan.discriminator(gan.generator(z)).shape == (2,)
+
+
+@pytest.mark.parametrize("loss", options("model/loss"))
+def test_losses_instantiate(make_cfg, loss: str) -> None:
+    gan = instantiate(make_cfg(f"model/loss={loss}").model)
+    assert gan.loss.name == loss
+
+
+@pytest.mark.parametrize("callbacks", options("callbacks"))
+@pytest.mark.parametrize("logger", options("logger"))
+def test_callbacks_and_loggers_instantiate(make_cfg, callbacks: str, logger: str) -> None:
+    cfg = make_cfg(f"callbacks={callbacks}", f"logger={logger}")
+    assert all(cb is not None for cb in instantiate_group(cfg.callbacks))
+    assert all(lg is not None for lg in instantiate_group(cfg.logger))
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_sim"])

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
+from lightning.pytorch import Callback
+from omegaconf import open_dict
 
 from ganforge.errors import GanforgeError
 from ganforge.train import train
@@ -80,6 +83,26 @@ def test_resume_continues_steps_optimizers_and_fixed_noise(make_cfg) -> None:
     assert set(adam_g_steps) == {6.0}  # one Adam state continued, not restarted
     grids = sorted(p.name for p in Path(second.paths.output_dir, "samples").glob("*.png"))
     assert grids[0] == "g_step_0000003.png"  # the resumed run starts from generator step 3
+
+
+class BarTotals(Callback):
+    """Records the progress bar's batch total at each epoch start."""
+
+    seen: ClassVar[list[float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        BarTotals.seen.append(trainer.progress_bar_callback.total_train_batches)
+
+
+@pytest.mark.slow
+def test_progress_bar_total_counts_batches_not_optimizer_steps(make_cfg) -> None:
+    """3 G steps at 2 D steps per G step: 6 batches, although Lightning's max_steps is 9."""
+    cfg = make_cfg("model.d_steps_per_g=2", "max_g_steps=3")
+    with open_dict(cfg):
+        cfg.callbacks.bar_totals = {"_target_": f"{__name__}.BarTotals"}
+    BarTotals.seen.clear()
+    train(cfg)
+    assert cfg.trainer.max_steps == 9 and BarTotals.seen == [6]
 
 
 def test_resume_errors(make_cfg, tmp_path: Path) -> None:

@@ -1,0 +1,28 @@
+"""Lightning's rich progress bar, with epoch totals that fit a GAN's step accounting.
+
+Lightning sizes the bar as if each batch took one optimizer step; a GAN takes d_steps_per_g + 1
+optimizer steps per d_steps_per_g batches, so the stock bar never fills when a step budget ends a run.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import RichProgressBar
+
+from ganforge.gan_module import GANLitModule
+
+
+class GANProgressBar(RichProgressBar):
+    @property
+    def total_train_batches(self) -> int | float:
+        trainer = self.trainer
+        module = trainer.lightning_module
+        if trainer.max_steps > 0 and isinstance(module, GANLitModule):
+            k = module.d_steps_per_g
+            remaining = (trainer.max_steps - trainer.global_step) * k // (k + 1)
+            return min(trainer.num_training_batches, remaining)
+        return trainer.num_training_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs == -1:  # step budget: no "Epoch 3/-2"
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
