@@ -18,10 +18,15 @@ import torch
 
 from ganforge.datamodules.celeba import CelebADataModule
 from ganforge.datamodules.mnist import MNISTDataModule
+from tests.conftest import SMALL_NETWORKS
+from tests.test_cli import run_train
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MNIST_RAW = DATASETS / "MNIST" / "raw"
 CELEBA = DATASETS / "celeba"
+
+# CelebA at its real 64x64 size; only the networks are narrowed, and 2 generator steps of 8 per rank
+FAST_CLI = [*SMALL_NETWORKS["dcgan"], "max_g_steps=2", "data.batch_size=8", "extras.print_config=false"]
 
 pytestmark = pytest.mark.skipif(not DATASETS.exists(), reason="../shared/datasets not present")
 
@@ -82,3 +87,26 @@ def test_celeba_subset(tmp_path: Path, with_partition: bool) -> None:
     assert 60 < images.float().mean() < 200 and images.float().std() > 30  # photos: neither blank nor flat
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch[0].shape == (16, 3, 64, 64) and -1 <= batch[0].min() < batch[0].max() <= 1
+
+
+@pytest.mark.slow
+def test_issue_command_celeba_ddp_sim(tmp_path: Path, project_env: dict[str, str]) -> None:
+    """`python train.py model=dcgan data=celeba trainer=ddp_sim data.data_dir=<img_align_celeba copy>`."""
+    images = tmp_path / "img_align_celeba"
+    images.mkdir()
+    for jpg in sorted((CELEBA / "img_align_celeba").glob("*.jpg"))[:64]:
+        shutil.copy(jpg, images)
+    args = [
+        "model=dcgan",
+        "data=celeba",
+        "trainer=ddp_sim",
+        f"data.data_dir={images}",
+        *FAST_CLI,
+    ]
+    result = run_train(args, tmp_path, project_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["gan_steps"]["g_step"] == 2
+    assert ckpt["ganforge"]["config"]["data"]["image_size"] == 64

@@ -85,6 +85,16 @@ def test_resume_continues_steps_optimizers_and_fixed_noise(make_cfg) -> None:
     assert grids[0] == "g_step_0000003.png"  # the resumed run starts from generator step 3
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("debug", ["fdr", "limit", "overfit"])
+def test_debug_overlays_train(make_cfg, debug: str) -> None:
+    cfg = make_cfg(f"debug={debug}")
+    metrics, _ = train(cfg)
+    assert metrics and all(math.isfinite(v) for v in metrics.values())
+    expected_g_steps = 1 if debug == "fdr" else 4  # fast_dev_run: one batch = one D and one G step
+    assert metrics["g_step"] == expected_g_steps
+
+
 class BarTotals(Callback):
     """Records the progress bar's batch total at each epoch start."""
 
