@@ -529,6 +529,10 @@ def test_image_folder_missing(tmp_path: Path) -> None:
     data_dir = tmp_path / "nope"
     with user_error(rf"image folder {re.escape(str(data_dir))} does not exist; set data\.data_dir"):
         folder_module(data_dir)
+    a_file = tmp_path / "a_file.jpg"
+    a_file.write_bytes(b"")
+    with user_error(rf"image folder {re.escape(str(a_file))} is a file, not a folder; set data\.data_dir"):
+        folder_module(a_file)
 
 
 def test_image_folder_without_images(tmp_path: Path) -> None:

@@ -35,9 +35,8 @@ class ImageFolderDataModule(FileImageDataModule):
     def index(self) -> dict[str, Split]:
         root = Path(self.data_dir)
         if not root.is_dir():
-            raise GanforgeError(
-                f"image folder {root} does not exist; set data.data_dir to a folder of images"
-            )
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise GanforgeError(f"image folder {root} {what}; set data.data_dir to a folder of images")
         class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
         if class_dirs:
             self.classes = [d.name for d in class_dirs]
