@@ -12,7 +12,7 @@ os.environ.setdefault("GANFORGE_ROOT", str(Path(__file__).resolve().parent))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> dict[str, float]:
+def main(cfg: DictConfig) -> float | None:
     return train_main(cfg)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,9 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
+    "metrics.num_samples=200",
+    "metrics.num_reference=500",
+    "metrics.classifier.epochs=1",
     "extras.print_config=false",
 ]
 
@@ -50,13 +55,23 @@ def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictC
     return cfg
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One metrics cache per test session: the metric classifiers train once, not per test."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+def make_cfg(tmp_path: Path, cache_dir: Path) -> Callable[..., DictConfig]:
     """compose_train with logs, data and outputs under tmp_path and the FAST settings first."""
 
     def make(*overrides: str, fast: bool = True, run: str = "run") -> DictConfig:
         out = tmp_path / run
-        base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
+        base = [
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.cache_dir={cache_dir}",
+        ]
         model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "dcgan")
         small = [*FAST, *SMALL_NETWORKS[model]] if fast else []
         return compose_train([*base, *small, *overrides], output_dir=out)
@@ -66,6 +81,14 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 
 @pytest.fixture
-def project_env() -> dict[str, str]:
-    """Environment for running the entry scripts as subprocesses (quiet, CPU-only)."""
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+def run_script(tmp_path: Path, cache_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run an entry script (train.py, eval.py) as a user would: a CPU-only subprocess in tmp_path,
+    logging under tmp_path/logs and sharing the session's metrics cache."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+
+    def run(args: list[str], script: str = "train.py") -> subprocess.CompletedProcess[str]:
+        paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={cache_dir}"]
+        cmd = [sys.executable, str(ROOT / script), *paths, *args]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    return run

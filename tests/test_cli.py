@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import FAST, ROOT, SMALL_NETWORKS
-
-
-def run_train(args: list[str], tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path / 'logs'}", *args]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+from tests.conftest import FAST, SMALL_NETWORKS
 
 
 @pytest.mark.slow
-def test_ddp_sim_two_processes_train_and_write_one_checkpoint(tmp_path: Path, project_env) -> None:
+def test_ddp_sim_two_processes_train_and_write_one_checkpoint_each(tmp_path: Path, run_script) -> None:
     args = [*FAST, *SMALL_NETWORKS["dcgan"], "trainer=ddp_sim", "trainer.accelerator=cpu"]
-    result = run_train(args, tmp_path, project_env)
+    result = run_script(args)
     assert result.returncode == 0, result.stderr[-3000:]
 
     runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1, runs  # both ranks wrote into the same run directory
     ckpts = sorted(p.name for p in (runs[0] / "checkpoints").iterdir())
-    assert ckpts == ["last.ckpt"]
+    assert ckpts == ["best.ckpt", "last.ckpt"]  # one of each, not one per rank
+    rows = (runs[0] / "csv" / "metrics.csv").read_text()
+    assert "val/fid" in rows.splitlines()[0]  # both ranks joined the metric collectives
     ckpt = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["gan_steps"] == {"g_step": 4, "d_step": 4}
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
@@ -55,9 +50,9 @@ BAD_INPUTS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, project_env) -> None:
+def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, run_script) -> None:
     args, message = BAD_INPUTS[case]
-    result = run_train(["extras.print_config=false", *args], tmp_path, project_env)
+    result = run_script(["extras.print_config=false", *args])
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]

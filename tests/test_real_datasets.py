@@ -19,7 +19,6 @@ import torch
 from ganforge.datamodules.celeba import CelebADataModule
 from ganforge.datamodules.mnist import MNISTDataModule
 from tests.conftest import SMALL_NETWORKS
-from tests.test_cli import run_train
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MNIST_RAW = DATASETS / "MNIST" / "raw"
@@ -90,7 +89,7 @@ def test_celeba_subset(tmp_path: Path, with_partition: bool) -> None:
 
 
 @pytest.mark.slow
-def test_issue_command_celeba_ddp_sim(tmp_path: Path, project_env: dict[str, str]) -> None:
+def test_issue_command_celeba_ddp_sim(tmp_path: Path, run_script) -> None:
     """`python train.py model=dcgan data=celeba trainer=ddp_sim data.data_dir=<img_align_celeba copy>`."""
     images = tmp_path / "img_align_celeba"
     images.mkdir()
@@ -103,7 +102,7 @@ def test_issue_command_celeba_ddp_sim(tmp_path: Path, project_env: dict[str, str
         f"data.data_dir={images}",
         *FAST_CLI,
     ]
-    result = run_train(args, tmp_path, project_env)
+    result = run_script(args)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]

@@ -74,15 +74,21 @@ class GANLitModule(LightningModule):
     def sample_noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The network that samples, grids and metrics come from."""
+        return self.generator
+
     @torch.no_grad()
     def generate(self, z: Tensor) -> Tensor:
         """Images for `z` in [-1, 1], with the generator in eval mode (batch-norm running statistics)."""
-        was_training = self.generator.training
-        self.generator.eval()
+        net = self.sampling_generator
+        was_training = net.training
+        net.eval()
         try:
-            return self.generator(z.to(self.device))
+            return net(z.to(self.device))
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
 
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g(self.generator.parameters())

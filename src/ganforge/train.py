@@ -19,9 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from ganforge.callbacks.sample_grid import SampleGrid
-from ganforge.callbacks.store_config import CHECKPOINT_KEY, StoreConfig
+from ganforge.callbacks.sample_quality import SampleQualityCallback
+from ganforge.callbacks.store_config import StoreConfig
+from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.config import instantiate, instantiate_group, print_config_tree, register_resolvers
 from ganforge.errors import GanforgeError
+from ganforge.metrics.features import ensure_inception_weights
 
 log = logging.getLogger(__name__)
 
@@ -75,27 +78,13 @@ def gan_strategy(trainer_cfg: DictConfig) -> Any:
 
 def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
     """Fail early, and readably, when a checkpoint cannot continue this config."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise GanforgeError(
-            f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file, e.g. <run>/checkpoints/last.ckpt"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise GanforgeError(
-            f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(err).__name__})"
-        ) from err
-    stored = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
-    if stored is None or "gan_steps" not in checkpoint:
-        raise GanforgeError(
-            f"ckpt_path={ckpt_path} was not written by ganforge's train.py; pass a ganforge checkpoint"
-        )
+    stored = stored_config(load_checkpoint(ckpt_path))
     current = OmegaConf.to_container(cfg.model, resolve=True)
     for net in ("generator", "discriminator"):
-        if stored["config"]["model"][net] != current[net]:
+        before = OmegaConf.to_container(stored.model[net])
+        if before != current[net]:
             raise GanforgeError(
-                f"ckpt_path={ckpt_path} holds a different model.{net} ({stored['config']['model'][net]}); "
+                f"ckpt_path={ckpt_path} holds a different model.{net} ({before}); "
                 "resume with the model and data overrides the checkpoint was trained with"
             )
 
@@ -106,6 +95,10 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
     for cb in trainer.callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.last_model_path:
             where["last checkpoint"] = cb.last_model_path
+        if isinstance(cb, SampleQualityCallback) and cb.best_g_step is not None:
+            where["best checkpoint"] = (
+                f"{cb.best_path} (val/fid {cb.best_fid:.4g} at g_step {cb.best_g_step})"
+            )
         if isinstance(cb, SampleGrid) and cb.last_saved is not None:
             where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"
     for logger in trainer.loggers:
@@ -126,6 +119,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         check_resume(ckpt_path, cfg)
     if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
         raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
+    if cfg.get("metrics") and cfg.metrics.feature_network == "inception":
+        ensure_inception_weights()  # fail before anything is built, not at the first evaluation
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -140,8 +135,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     return metrics, report(trainer, cfg)
 
 
-def main(cfg: DictConfig) -> dict[str, float]:
-    """Entry point behind the root `train.py`: user mistakes end in one line and exit code 1."""
+def main(cfg: DictConfig) -> float | None:
+    """Entry point behind the root `train.py`: user mistakes end in one line and exit code 1.
+    Returns `cfg.optimized_metric` (what Hydra sweepers minimise), None when it was never logged."""
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     try:

@@ -7,6 +7,7 @@ queues, and become floats in [-1, 1] only after the batch reaches the device
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -200,3 +201,20 @@ class TorchvisionDataModule(ImageDataModule):
         train, val = split_indices(n, [self.val_size / n], self.split_seed)
         self.data_train, self.data_val = subset(full, train), subset(full, val)
         self.data_test = self._load(train=False)
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """A content hash of a data set: caches keyed by it are never reused for changed data."""
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(dataset, TensorDataset):
+        for t in dataset.tensors:
+            digest.update(str((t.dtype, tuple(t.shape))).encode())
+            digest.update(t.contiguous().numpy().tobytes())
+    elif isinstance(dataset, Subset):
+        digest.update(fingerprint(dataset.dataset).encode())
+        digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())
+    elif hasattr(dataset, "fingerprint"):
+        digest.update(dataset.fingerprint().encode())
+    else:
+        raise TypeError(f"cannot fingerprint a {type(dataset).__name__}")
+    return digest.hexdigest()

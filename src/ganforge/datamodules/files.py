@@ -53,6 +53,11 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def fingerprint(self) -> str:
+        """Paths, sizes, modification times, labels and preprocessing: what changes the decoded images."""
+        stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
+        return repr((stats, self.labels, self.mode, repr(self.transform)))
+
     def load(self, i: int) -> Tensor | None:
         """The transformed image, or None for an unreadable file when skipping is allowed."""
         path = self.files[i]

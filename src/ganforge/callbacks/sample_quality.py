@@ -1,0 +1,93 @@
+"""Measure the generator during training: every N generator steps (and at the last step), generate
+`metrics.num_samples` images, log `val/fid` (+ `val/kid`, `val/is`, `val/classes_covered`,
+`val/class_kl` when on) and `val/fid_best`, and keep `checkpoints/best.ckpt` at the best FID.
+
+It hooks only `on_train_batch_end`, after the optimizer steps: metrics never see a training step's
+graph or a sanity-check batch, and the feature network lives here, outside the LightningModule,
+so its weights never enter training checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, OmegaConf
+
+from ganforge.gan_module import GANLitModule
+from ganforge.metrics.evaluator import Evaluator, local_count
+
+log = logging.getLogger(__name__)
+
+
+class SampleQualityCallback(Callback):
+    def __init__(
+        self, metrics: DictConfig | dict[str, Any], every_n_g_steps: int = 250, best_dirpath: str = "."
+    ) -> None:
+        self.settings = (
+            OmegaConf.to_container(metrics, resolve=True) if isinstance(metrics, DictConfig) else metrics
+        )
+        self.every_n_g_steps = every_n_g_steps
+        self.best_path = Path(best_dirpath) / "best.ckpt"
+        self.evaluator: Evaluator | None = None
+        self.best_fid = math.inf
+        self.best_g_step: int | None = None
+        self.last_g_step: int | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        device = trainer.strategy.root_device
+
+        def build() -> Evaluator | None:
+            return Evaluator.build(
+                self.settings, trainer.datamodule, device, trainer.global_rank, trainer.world_size
+            )
+
+        # rank 0 trains the classifier / computes reference statistics and caches them; the others load
+        if trainer.is_global_zero:
+            self.evaluator = build()
+        trainer.strategy.barrier("ganforge-sample-quality")
+        if not trainer.is_global_zero:
+            self.evaluator = build()
+        if self.evaluator is not None and trainer.is_global_zero:
+            log.info("sample-quality protocol: %s", self.evaluator.protocol)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        module: GANLitModule = pl_module
+        g = module.g_step
+        last = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        due = g > 0 and (g % self.every_n_g_steps == 0 or last)
+        if self.evaluator is None or not due or g == self.last_g_step:
+            return
+        self.last_g_step = g
+        values = self.evaluator.evaluate(
+            module.generate,
+            module.latent_dim,
+            local_count(self.settings["num_samples"], trainer.global_rank, trainer.world_size),
+            self.settings["batch_size"],
+            self.settings["seed"] + trainer.global_rank,
+            trainer.strategy.root_device,
+        )
+        improved = values["fid"] < self.best_fid
+        if improved:
+            self.best_fid, self.best_g_step = values["fid"], g
+        logged = {f"val/{k}": v for k, v in values.items()} | {"val/fid_best": self.best_fid}
+        # one row per evaluation in the loggers (Lightning's step column counts batches: d_step - 1);
+        # self.log only feeds callback_metrics (sweeps, the return value) and the progress bar
+        for logger in trainer.loggers:
+            logger.log_metrics(logged | {"g_step": g}, step=module.d_step - 1)
+        module.log_dict(logged, on_step=True, on_epoch=False, logger=False)
+        if improved:
+            # the whole training state (weights_only=False), so best.ckpt can also be resumed from
+            trainer.save_checkpoint(self.best_path, weights_only=False)  # all ranks call; one writes
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_fid": self.best_fid, "best_g_step": self.best_g_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_fid = state_dict["best_fid"]
+        self.best_g_step = state_dict["best_g_step"]

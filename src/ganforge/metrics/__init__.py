@@ -1,0 +1,1 @@
+"""Sample-quality metrics: feature networks, FID/KID/IS through torchmetrics, class coverage, caches."""

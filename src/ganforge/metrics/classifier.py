@@ -1,0 +1,94 @@
+"""A small CNN classifier trained on a data set's real training images.
+
+Its penultimate features are the offline feature space for FID on MNIST-like data, its predictions
+measure mode coverage, and the same architecture is the downstream classifier of `augment.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ganforge.datamodules.base import to_signed_unit
+
+log = logging.getLogger(__name__)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, channels: int, num_classes: int, width: int = 32, feature_dim: int = 128) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.body = nn.Sequential(
+            *block(channels, width),
+            *block(width, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+            *block(2 * width, 2 * width),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, feature_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate activations (the FID feature space) of images in [-1, 1]."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def _batches(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    return DataLoader(dataset, batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def accuracy(model: SmallCNN, dataset: Dataset, device: torch.device, batch_size: int = 512) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels in _batches(dataset, batch_size, shuffle=False, seed=0):
+        pred = model(to_signed_unit(images.to(device))).argmax(1)
+        correct += (pred == labels.to(device)).sum().item()
+        total += labels.numel()
+    return correct / max(total, 1)
+
+
+def fit_classifier(
+    model: SmallCNN,
+    train: Dataset,
+    device: torch.device,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> SmallCNN:
+    """Adam + cross-entropy on uint8 (image, label) data; deterministic for a given seed."""
+    torch.manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * -(-len(train) // batch_size))
+    for epoch in range(epochs):
+        total = 0.0
+        for images, labels in _batches(train, batch_size, shuffle=True, seed=seed + epoch):
+            loss = nn.functional.cross_entropy(model(to_signed_unit(images.to(device))), labels.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * labels.numel()
+        log.info("classifier epoch %d/%d: train loss %.4f", epoch + 1, epochs, total / len(train))
+    return model.eval()

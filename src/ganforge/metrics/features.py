@@ -1,0 +1,157 @@
+"""Feature networks for FID/KID/IS. Each maps images in [-1, 1] to (features, class logits).
+
+`classifier`: penultimate features of a SmallCNN trained on the data set's real training images
+(offline; cached per data set). `inception`: the standard FID Inception-v3 of torch-fidelity, fed the
+way published numbers are computed (uint8 RGB, legacy TF1 bilinear resize to 299, no antialiasing).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ganforge.cache import atomic_save, cache_key
+from ganforge.datamodules.base import ImageDataModule, fingerprint
+from ganforge.errors import GanforgeError
+from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+
+
+def inception_weights_path() -> Path:
+    """Where torch.hub (and so torchmetrics/torch-fidelity) looks: $TORCH_HOME/hub/checkpoints/."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def to_uint8_rgb(images: Tensor) -> Tensor:
+    """[-1, 1] float -> uint8 [0, 255] with 3 channels (grayscale repeated), as Inception expects."""
+    images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+class FeatureNetwork(nn.Module):
+    """`name`, `num_features`, `num_classes` and an `id` that changes whenever the features would."""
+
+    name: str
+    num_features: int
+    num_classes: int
+    id: str
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> FeatureNetwork:
+        return super().train(False)  # a fixed measuring instrument: never in training mode
+
+
+class ClassifierFeatures(FeatureNetwork):
+    name = "classifier"
+
+    def __init__(self, model: SmallCNN, test_accuracy: float, id: str) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.num_features = model.feature_dim
+        self.num_classes = model.num_classes
+        self.test_accuracy = test_accuracy
+        self.id = id
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.model.features(images)
+        return features, self.model.head(features)
+
+
+class InceptionFeatures(FeatureNetwork):
+    name = "inception"
+    num_features = 2048
+    num_classes = 1008
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        path = ensure_inception_weights()
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=["2048", "logits_unbiased"],
+            feature_extractor_weights_path=str(path),
+            antialias=False,  # legacy resize: comparable to published FIDs
+        )
+        self.id = f"inception-v3-compat:{INCEPTION_FILE}:legacy-resize"
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features, logits = self.net(to_uint8_rgb(images))
+        return features, logits
+
+
+def ensure_inception_weights() -> Path:
+    """The weight file, downloaded when missing and online; otherwise one error that says what to do."""
+    path = inception_weights_path()
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(INCEPTION_URL, str(path), progress=False)
+    except Exception as err:
+        raise GanforgeError(
+            f"metrics=inception needs the FID Inception weights {INCEPTION_FILE} in {path.parent} "
+            f"($TORCH_HOME/hub/checkpoints/) and could not download them ({type(err).__name__}); put the "
+            f"file there (from {INCEPTION_URL}), or use metrics=classifier (offline)"
+        ) from err
+    return path
+
+
+def classifier_features(
+    datamodule: ImageDataModule, settings: dict[str, Any], cache_dir: str, device: torch.device
+) -> ClassifierFeatures:
+    """The data set's classifier: loaded from the cache, or trained on its real training images and cached."""
+    if not datamodule.num_classes or datamodule.num_classes < 2:
+        raise GanforgeError(
+            f"metrics=classifier needs a labelled data set, and {datamodule.name} has no classes; use "
+            "metrics=inception (the standard FID network) or metrics=none"
+        )
+    if datamodule.data_test is None or len(datamodule.data_test) == 0:
+        raise GanforgeError(
+            f"metrics=classifier needs a test split to measure the classifier; {datamodule.name} has none"
+        )
+    key = {
+        "train": fingerprint(datamodule.data_train),
+        "test": fingerprint(datamodule.data_test),
+        "channels": datamodule.channels,
+        "num_classes": datamodule.num_classes,
+        "architecture": "SmallCNN-v1",
+        **settings,
+    }
+    path = (
+        Path(cache_dir) / "classifiers" / f"{datamodule.name}_{datamodule.image_size}px_{cache_key(key)}.pt"
+    )
+    model = SmallCNN(datamodule.channels, datamodule.num_classes, settings["width"], settings["feature_dim"])
+    if path.is_file():
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(stored["state_dict"])
+        log.info("classifier features: %s (test accuracy %.4f, cached)", path, stored["test_accuracy"])
+        return ClassifierFeatures(model.to(device), stored["test_accuracy"], f"classifier:{path.stem}")
+
+    log.info(
+        "training the %s classifier for feature FID and mode coverage (first use; cached after)",
+        datamodule.name,
+    )
+    fit_classifier(
+        model,
+        datamodule.data_train,
+        device,
+        settings["epochs"],
+        settings["lr"],
+        settings["batch_size"],
+        settings["seed"],
+    )
+    test_accuracy = accuracy(model, datamodule.data_test, device)
+    log.info("classifier test accuracy %.4f -> %s", test_accuracy, path)
+    atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
+    return ClassifierFeatures(model, test_accuracy, f"classifier:{path.stem}")
