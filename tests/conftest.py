@@ -31,7 +31,8 @@ FAST = [
     "trainer.log_every_n_steps=1",
     "metrics.num_samples=200",
     "metrics.num_reference=500",
-    "metrics.classifier.epochs=1",
+    "metrics.classifier.epochs=2",
+    "metrics.classifier.width=16",
     "extras.print_config=false",
 ]
 

@@ -16,14 +16,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from ganforge.callbacks.sample_grid import SampleGrid
 from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.callbacks.store_config import StoreConfig
 from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.config import instantiate, instantiate_group, print_config_tree, register_resolvers
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.features import ensure_inception_weights
 
 log = logging.getLogger(__name__)
@@ -140,14 +139,10 @@ def main(cfg: DictConfig) -> float | None:
     Returns `cfg.optimized_metric` (what Hydra sweepers minimise), None when it was never logged."""
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
-    try:
+    with one_line_errors():
         if cfg.extras.get("print_config"):
             print_config_tree(cfg)
         metrics, where = train(cfg)
-    except GanforgeError as err:
-        raise SystemExit(f"error: {err}") from None
-    except MissingMandatoryValue as err:
-        raise SystemExit(f"error: {err.full_key} is required; pass {err.full_key}=<value>") from None
     if rank_zero_only.rank == 0:
         width = max(map(len, where))
         log.info(

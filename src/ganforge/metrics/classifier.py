@@ -75,20 +75,30 @@ def fit_classifier(
     lr: float = 1e-3,
     batch_size: int = 128,
     seed: int = 0,
+    max_steps: int | None = None,
 ) -> SmallCNN:
-    """Adam + cross-entropy on uint8 (image, label) data; deterministic for a given seed."""
+    """Adam + cross-entropy (cosine schedule) on uint8 (image, label) data; deterministic per seed.
+    Trains `epochs` passes, or `max_steps` optimizer steps if that comes first (large data sets)."""
     torch.manual_seed(seed)
     model.to(device).train()
+    steps = epochs * -(-len(train) // batch_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * -(-len(train) // batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    step = 0
     for epoch in range(epochs):
-        total = 0.0
+        total = seen = 0.0
         for images, labels in _batches(train, batch_size, shuffle=True, seed=seed + epoch):
             loss = nn.functional.cross_entropy(model(to_signed_unit(images.to(device))), labels.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * labels.numel()
-        log.info("classifier epoch %d/%d: train loss %.4f", epoch + 1, epochs, total / len(train))
+            total, seen, step = total + loss.item() * labels.numel(), seen + labels.numel(), step + 1
+            if step == steps:
+                break
+        log.info("classifier epoch %d: %d steps, train loss %.4f", epoch + 1, step, total / seen)
+        if step == steps:
+            break
     return model.eval()

@@ -61,6 +61,7 @@ class ClassifierFeatures(FeatureNetwork):
         self.num_classes = model.num_classes
         self.test_accuracy = test_accuracy
         self.id = id
+        self.eval()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = self.model.features(images)
@@ -79,15 +80,17 @@ class InceptionFeatures(FeatureNetwork):
         path = ensure_inception_weights()
         self.net = NoTrainInceptionV3(
             name="inception-v3-compat",
-            features_list=["2048", "logits_unbiased"],
+            features_list=["2048"],
             feature_extractor_weights_path=str(path),
             antialias=False,  # legacy resize: comparable to published FIDs
         )
         self.id = f"inception-v3-compat:{INCEPTION_FILE}:legacy-resize"
+        self.eval()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        features, logits = self.net(to_uint8_rgb(images))
-        return features, logits
+        features = self.net(to_uint8_rgb(images))
+        # torch-fidelity's "logits_unbiased" (what IS uses): the classifier layer without its bias
+        return features, features @ self.net.fc.weight.T.to(features.dtype)
 
 
 def ensure_inception_weights() -> Path:

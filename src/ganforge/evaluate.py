@@ -1,0 +1,105 @@
+"""The evaluation task: a checkpoint's sample quality under a stated protocol, printed and saved."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import rich
+import rich.table
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ganforge.checkpoint import load_checkpoint, load_model, stored_config
+from ganforge.config import instantiate, register_resolvers
+from ganforge.errors import GanforgeError, one_line_errors
+from ganforge.metrics.evaluator import Evaluator
+
+log = logging.getLogger(__name__)
+
+register_resolvers()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GanforgeError(f"device={name} but no CUDA device is available; use device=cpu")
+    return torch.device(name)
+
+
+def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics of `cfg.ckpt_path` and the protocol they were measured under."""
+    device = pick_device(cfg.device)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    trained = stored_config(checkpoint)
+    model = load_model(checkpoint, device)
+    data_cfg = trained.data
+    if cfg.get("data_dir") and "data_dir" in data_cfg:
+        data_cfg.data_dir = cfg.data_dir
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    settings = OmegaConf.to_container(cfg.metrics, resolve=True)
+    evaluator = Evaluator.build(settings, datamodule, device)
+    if evaluator is None:
+        raise GanforgeError(
+            f"no feature network for {datamodule.name} "
+            f"(metrics.feature_network={settings['feature_network']}); use metrics=inception with its "
+            "weights, or metrics=classifier for labelled data"
+        )
+    values = evaluator.evaluate(
+        model.generate,
+        model.latent_dim,
+        settings["num_samples"],
+        settings["batch_size"],
+        settings["seed"],
+        device,
+    )
+    protocol = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "generator step": model.g_step,
+        "generator": "EMA weights" if model.sampling_generator is not model.generator else "trained weights",
+        **evaluator.protocol,
+    }
+    return values, protocol
+
+
+def save(values: dict[str, float], protocol: dict[str, Any], out_dir: Path) -> list[Path]:
+    """metrics.json (values + protocol) and metrics.csv (one row) in the run directory."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out_dir / "metrics.json", out_dir / "metrics.csv"
+    json_path.write_text(json.dumps({"metrics": values, "protocol": protocol}, indent=2) + "\n")
+    row = values | {f"protocol/{k}": v for k, v in protocol.items()}
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    return [json_path, csv_path]
+
+
+def print_table(values: dict[str, float], protocol: dict[str, Any]) -> None:
+    table = rich.table.Table(title="Sample quality", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in values.items():
+        table.add_row(name, f"{value:.4f}")
+    rich.print(table)
+    proto = rich.table.Table(title="Protocol", show_header=False)
+    for key, value in protocol.items():
+        proto.add_row(key, str(value))
+    rich.print(proto)
+
+
+def main(cfg: DictConfig) -> dict[str, float]:
+    """Entry point behind the root `eval.py`: user mistakes end in one line and exit code 1."""
+    with one_line_errors():
+        values, protocol = evaluate(cfg)
+    print_table(values, protocol)
+    files = save(values, protocol, Path(cfg.paths.output_dir))
+    log.info("saved %s", ", ".join(map(str, files)))
+    return values

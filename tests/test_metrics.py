@@ -1,0 +1,351 @@
+"""Sample-quality metrics: correct values, correct distributed behaviour, caches that never go stale."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import TensorDataset
+
+from ganforge.datamodules.digits import DigitsDataModule
+from ganforge.datamodules.image_folder import ImageFolderDataModule
+from ganforge.errors import GanforgeError
+from ganforge.metrics import features as features_module
+from ganforge.metrics.evaluator import Evaluator, choose_feature_network, local_count
+from ganforge.metrics.features import INCEPTION_FILE, InceptionFeatures, classifier_features, to_uint8_rgb
+from ganforge.metrics.sample_quality import ClassCoverage, SampleQuality
+
+D = 8  # feature dimension of the synthetic tests
+
+
+def features(n: int, shift: float = 0.0, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(D, D, generator=g) / math.sqrt(D)
+    return torch.randn(n, D, generator=g) @ mix + shift
+
+
+def reference_fid(x: np.ndarray, y: np.ndarray) -> float:
+    """FID from the definition, with SciPy's matrix square root (independent of torchmetrics)."""
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def fid_of(real: torch.Tensor, fake: torch.Tensor) -> float:
+    quality = SampleQuality(D, num_classes=3, coverage=False)
+    quality.update(real, torch.zeros(len(real), 3), real=True)
+    quality.update(fake, torch.zeros(len(fake), 3), real=False)
+    return quality.compute()["fid"]
+
+
+def test_fid_matches_scipy() -> None:
+    real, fake = features(600, seed=1), features(400, shift=0.3, seed=2) * 1.2
+    expected = reference_fid(real.double().numpy(), fake.double().numpy())
+    assert fid_of(real, fake) == pytest.approx(expected, rel=1e-3)
+
+
+def test_fid_zero_for_same_set_and_grows_with_shift() -> None:
+    real = features(500, seed=3)
+    assert abs(fid_of(real, real)) < 1e-3
+    same_distribution = fid_of(real, features(500, seed=4))
+    assert (
+        same_distribution
+        < fid_of(real, features(500, shift=0.5, seed=4))
+        < fid_of(real, features(500, 2.0, 4))
+    )
+
+
+def test_sample_counts_the_metrics_cannot_use() -> None:
+    quality = SampleQuality(D, 3, kid=True, inception_score=True, kid_subset_size=100, is_splits=10)
+    with pytest.raises(GanforgeError, match=r"FID needs at least 2 generated .* metrics.num_samples=1"):
+        quality.check_counts(1, 500)
+    with pytest.raises(GanforgeError, match=r"metrics.kid_subset_size=100 .* more than the 50 available"):
+        quality.check_counts(50, 500)
+    with pytest.raises(GanforgeError, match=r"metrics.is_splits=10 .* at least 20 samples"):
+        SampleQuality(D, 3, inception_score=True, is_splits=10).check_counts(15, 500)
+
+
+def test_kid_and_is_are_reproducible_and_leave_the_global_rng_alone() -> None:
+    def run() -> dict[str, float]:
+        quality = SampleQuality(D, 3, kid=True, inception_score=True, kid_subset_size=50, is_splits=2)
+        quality.update(features(120, seed=5), torch.randn(120, 3), real=True)
+        quality.update(features(120, 0.2, seed=6), torch.randn(120, 3), real=False)
+        return quality.compute()
+
+    torch.manual_seed(0)
+    first = run()
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert run() == first
+    assert torch.equal(torch.rand(1), after)  # compute() did not consume the global RNG
+    assert first["kid"] > 0 and first["is"] >= 1.0
+
+
+def test_class_coverage() -> None:
+    cover = ClassCoverage(num_classes=10, min_share=0.1)
+    labels = torch.arange(1000) % 10
+    cover.update(torch.nn.functional.one_hot(labels, 10).float(), real=True)
+    cover.update(torch.nn.functional.one_hot(labels[:500], 10).float(), real=False)
+    result = cover.compute()
+    assert result["classes_covered"] == 10 and result["class_kl"].item() == pytest.approx(0.0, abs=1e-12)
+
+    cover.reset()  # keeps the real histogram, forgets generated samples
+    collapsed = torch.zeros(500, dtype=torch.long)
+    collapsed[:4] = 1  # a few strays are not coverage
+    cover.update(torch.nn.functional.one_hot(collapsed, 10).float(), real=False)
+    result = cover.compute()
+    assert result["classes_covered"] == 1
+    p = torch.tensor([496 / 500, 4 / 500], dtype=torch.float64)
+    assert result["class_kl"].item() == pytest.approx((p * (p / 0.1).log()).sum().item())
+
+
+def test_reference_state_round_trip_and_local_counts() -> None:
+    real, fake = features(300, seed=7), features(300, 0.4, seed=8)
+    logits = torch.randn(300, 4)
+    source = SampleQuality(D, 4, kid=True, kid_subset_size=50)
+    source.update(real, logits, real=True)
+    target = SampleQuality(D, 4, kid=True, kid_subset_size=50)
+    target.load_reference_state(source.reference_state())
+    for q in (source, target):
+        q.update(fake, logits, real=False)
+    assert target.compute() == source.compute()
+    assert [local_count(10, r, 3) for r in range(3)] == [4, 3, 3]
+
+
+# --- distributed: every rank computes, and the value is the single-process value ---------------------
+
+
+def _ddp_worker(
+    rank: int, world_size: int, init_file: str, state: dict, fake: torch.Tensor, logits, out: str
+) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    quality = SampleQuality(D, 4)
+    quality.load_reference_state(state, rank, world_size)
+    n = [local_count(len(fake), r, world_size) for r in range(world_size)]
+    start = sum(n[:rank])
+    quality.update(fake[start : start + n[rank]], logits[start : start + n[rank]], real=False)
+    result = quality.compute()  # a collective: hangs (test timeout) if any rank skipped it
+    Path(f"{out}.{rank}").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_compute_equals_single_process(tmp_path: Path) -> None:
+    real, fake = features(400, seed=9), features(301, 0.3, seed=10)
+    real_logits, fake_logits = torch.randn(400, 4), torch.randn(301, 4)
+    single = SampleQuality(D, 4)
+    single.update(real, real_logits, real=True)
+    state = single.reference_state()
+    single.update(fake, fake_logits, real=False)
+    expected = single.compute()
+
+    out = str(tmp_path / "result")
+    ctx = mp.spawn(
+        _ddp_worker, args=(2, str(tmp_path / "init"), state, fake, fake_logits, out), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                process.kill()
+            pytest.fail("distributed compute() hung: a rank did not take part in the collective")
+    for rank in range(2):
+        result = json.loads(Path(f"{out}.{rank}").read_text())
+        assert result["fid"] == pytest.approx(expected["fid"], rel=1e-9)
+        assert result["classes_covered"] == expected["classes_covered"]
+        assert result["class_kl"] == pytest.approx(expected["class_kl"], rel=1e-9)
+
+
+# --- feature networks and caches ---------------------------------------------------------------------
+
+
+SETTINGS = {
+    "epochs": 3,
+    "max_steps": None,
+    "lr": 0.003,
+    "batch_size": 64,
+    "width": 16,
+    "feature_dim": 16,
+    "seed": 0,
+}
+
+
+def digits(**kwargs) -> DigitsDataModule:
+    dm = DigitsDataModule(image_size=16, **kwargs)
+    dm.setup()
+    return dm
+
+
+def test_classifier_is_trained_once_then_cached(tmp_path: Path) -> None:
+    net = classifier_features(digits(), SETTINGS, str(tmp_path), torch.device("cpu"))
+    assert 0.8 < net.test_accuracy <= 1.0  # 3 epochs on 16x16 digits: far above chance (0.1)
+    with mock.patch.object(features_module, "fit_classifier", side_effect=AssertionError("retrained")):
+        again = classifier_features(digits(), SETTINGS, str(tmp_path), torch.device("cpu"))
+    assert again.id == net.id and again.test_accuracy == net.test_accuracy
+    x = torch.rand(5, 1, 16, 16) * 2 - 1
+    assert torch.equal(again(x)[0], net(x)[0])
+    # different data (another split) -> another classifier, never the stale one
+    other = classifier_features(digits(split_seed=1), SETTINGS, str(tmp_path), torch.device("cpu"))
+    assert other.id != net.id
+    assert len(list((tmp_path / "classifiers").glob("*.pt"))) == 2
+
+
+def metric_settings(cache: Path, **overrides) -> dict:
+    base = {
+        "feature_network": "classifier", "num_samples": 64, "num_reference": 300, "reference_split": "train",
+        "batch_size": 64, "seed": 0, "kid": False, "kid_subset_size": 50, "inception_score": False,
+        "is_splits": 2, "coverage_min_share": 0.1, "classifier": SETTINGS, "cache_dir": str(cache),
+    }  # fmt: skip
+    return base | overrides
+
+
+def test_reference_statistics_cached_per_data_and_network(tmp_path: Path) -> None:
+    dm = digits()
+    first = Evaluator.build(metric_settings(tmp_path), dm, torch.device("cpu"))
+    refs = list((tmp_path / "reference").glob("*.pt"))
+    assert len(refs) == 1 and first.protocol["reference samples"] == 300
+    mtime = refs[0].stat().st_mtime_ns
+    again = Evaluator.build(metric_settings(tmp_path), dm, torch.device("cpu"))
+    assert refs[0].stat().st_mtime_ns == mtime  # loaded, not recomputed
+    assert torch.equal(again.quality.fid.real_features_sum, first.quality.fid.real_features_sum)
+    # another feature network (different classifier) or another split -> other statistics
+    Evaluator.build(
+        metric_settings(tmp_path, classifier=SETTINGS | {"feature_dim": 8}), dm, torch.device("cpu")
+    )
+    Evaluator.build(metric_settings(tmp_path, reference_split="test"), dm, torch.device("cpu"))
+    names = sorted(p.name.split("_")[1] for p in (tmp_path / "reference").glob("*.pt"))
+    assert names == ["test", "train", "train"]  # train x 2 networks, test x 1
+
+
+def test_evaluate_real_images_scores_better_than_noise(tmp_path: Path) -> None:
+    dm = digits()
+    evaluator = Evaluator.build(metric_settings(tmp_path, num_samples=200), dm, torch.device("cpu"))
+    real_images = dm.data_test.tensors[0].float() / 127.5 - 1
+
+    def real(z: torch.Tensor) -> torch.Tensor:
+        return real_images[torch.randint(len(real_images), (len(z),))]
+
+    def noise(z: torch.Tensor) -> torch.Tensor:
+        return torch.rand(len(z), 1, 16, 16) * 2 - 1
+
+    good = evaluator.evaluate(real, 4, 200, 64, 0, torch.device("cpu"))
+    bad = evaluator.evaluate(noise, 4, 200, 64, 0, torch.device("cpu"))
+    assert good["fid"] < bad["fid"] / 5
+    assert good["classes_covered"] == 10 and good["class_kl"] < 0.1
+
+
+def test_invalid_protocol_settings(tmp_path: Path) -> None:
+    dm = digits()
+    with pytest.raises(GanforgeError, match=r"metrics.reference_split='dev' is unknown"):
+        Evaluator.build(metric_settings(tmp_path, reference_split="dev"), dm, torch.device("cpu"))
+    with pytest.raises(GanforgeError, match=r"metrics.feature_network='vgg' is unknown"):
+        Evaluator.build(metric_settings(tmp_path, feature_network="vgg"), dm, torch.device("cpu"))
+    with pytest.raises(GanforgeError, match=r"FID needs at least 2 generated"):
+        Evaluator.build(metric_settings(tmp_path, num_samples=1), dm, torch.device("cpu"))
+
+
+# --- Inception: offline behaviour and the real loading path ---------------------------------------------
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return hub
+
+
+def test_inception_offline_names_file_folder_and_alternative(torch_home: Path) -> None:
+    with pytest.raises(GanforgeError) as err:
+        InceptionFeatures()
+    message = str(err.value)
+    assert INCEPTION_FILE in message and str(torch_home / "checkpoints") in message
+    assert "$TORCH_HOME/hub/checkpoints/" in message and "metrics=classifier" in message
+    assert "\n" not in message
+
+
+def write_random_inception_weights(path: Path) -> None:
+    """An Inception-v3 state dict of the right shapes (random values), built without any download."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    with (
+        mock.patch.object(fe, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict"),
+    ):
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+
+
+@pytest.mark.slow
+def test_inception_features_from_a_local_weight_file(torch_home: Path) -> None:
+    write_random_inception_weights(torch_home / "checkpoints" / INCEPTION_FILE)
+    net = InceptionFeatures()
+    images = torch.rand(2, 1, 32, 32) * 2 - 1  # grayscale, any size: resized to 299
+    feats, logits = net(images)
+    assert feats.shape == (2, 2048) and logits.shape == (2, 1008)
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    reference = NoTrainInceptionV3(
+        "inception-v3-compat",
+        ["2048", "logits_unbiased"],
+        str(torch_home / "checkpoints" / INCEPTION_FILE),
+        False,
+    )
+    want_feats, want_logits = reference._torch_fidelity_forward(to_uint8_rgb(images))
+    assert torch.allclose(feats, want_feats, atol=1e-5) and torch.allclose(
+        logits, want_logits, rtol=1e-4, atol=1e-3
+    )
+    assert not net.training and "legacy-resize" in net.id
+    assert not net.net.use_antialias  # the published (TF1, non-antialiased) resize
+
+
+def test_uint8_conversion_for_inception() -> None:
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).view(1, 1, 2, 2)
+    out = to_uint8_rgb(x)
+    assert out.dtype == torch.uint8 and out.shape == (1, 3, 2, 2)
+    assert out[0, 0].flatten().tolist() == [0, 128, 255, 255]
+
+
+def test_auto_picks_what_the_data_allows(
+    tmp_path: Path, torch_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert choose_feature_network("auto", digits()) == "classifier"
+    unlabelled = ImageFolderDataModule(str(tmp_path))  # no classes known: num_classes unset
+    assert choose_feature_network("auto", unlabelled) == "none"
+    assert "no sample-quality metrics" in caplog.text
+    (torch_home / "checkpoints").mkdir(parents=True)
+    (torch_home / "checkpoints" / INCEPTION_FILE).write_bytes(b"")
+    assert choose_feature_network("auto", unlabelled) == "inception"
+
+
+def test_classifier_needs_labels(tmp_path: Path) -> None:
+    dm = ImageFolderDataModule(str(tmp_path))
+    dm.num_classes = 1
+    with pytest.raises(GanforgeError, match=r"metrics=classifier needs a labelled data set"):
+        classifier_features(dm, SETTINGS, str(tmp_path), torch.device("cpu"))
+
+
+def test_fingerprint_sees_content_changes() -> None:
+    from ganforge.datamodules.base import fingerprint
+
+    a = TensorDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4))
+    b = TensorDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4))
+    assert fingerprint(a) == fingerprint(b)
+    b.tensors[0][0, 0, 0, 0] = 1
+    assert fingerprint(a) != fingerprint(b)
