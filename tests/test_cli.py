@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from ganforge.train import train
 from tests.conftest import FAST, SMALL_NETWORKS
 
 
@@ -58,3 +60,42 @@ def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, run
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+EVAL_FAST = ["metrics.num_samples=300", "metrics.num_reference=500", "metrics.classifier.epochs=2"]
+
+
+@pytest.mark.slow
+def test_eval_prints_and_saves_metrics_with_the_protocol(make_cfg, tmp_path: Path, run_script) -> None:
+    cfg = make_cfg()
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    result = run_script([f"ckpt_path={ckpt}", *EVAL_FAST, "metrics.classifier.width=16"], script="eval.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Sample quality" in result.stdout and "Protocol" in result.stdout
+
+    (run,) = (tmp_path / "logs" / "eval" / "runs").iterdir()
+    saved = json.loads((run / "metrics.json").read_text())
+    assert {"fid", "classes_covered", "class_kl"} <= set(saved["metrics"])
+    assert saved["protocol"]["generated samples"] == 300
+    assert saved["protocol"]["reference samples"] == 500
+    assert saved["protocol"]["reference split"] == "digits train"
+    assert saved["protocol"]["feature network"] == "classifier"
+    assert saved["protocol"]["resize"].startswith("none (16x16")
+    assert saved["protocol"]["generator step"] == 4 and saved["protocol"]["generator"] == "trained weights"
+    assert (run / "metrics.csv").read_text().startswith("fid,")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "error: ckpt_path is required"),
+        (["ckpt_path=nope.ckpt"], "error: ckpt_path=nope.ckpt does not exist"),
+    ],
+)
+def test_eval_mistakes_end_in_one_line(args: list[str], message: str, run_script) -> None:
+    result = run_script(args, script="eval.py")
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(message), (
+        result.stderr
+    )

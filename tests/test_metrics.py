@@ -349,3 +349,20 @@ def test_fingerprint_sees_content_changes() -> None:
     assert fingerprint(a) == fingerprint(b)
     b.tensors[0][0, 0, 0, 0] = 1
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_classifier_training_respects_max_steps(tmp_path: Path) -> None:
+    from ganforge.metrics.classifier import SmallCNN, fit_classifier
+
+    steps = []
+    original = torch.optim.Adam.step
+    with mock.patch.object(
+        torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k)
+    ):
+        fit_classifier(
+            SmallCNN(1, 10, 8, 16), digits().data_train, torch.device("cpu"), epochs=5, max_steps=7
+        )
+    assert len(steps) == 7  # 5 epochs would be 60 (12 batches of 128 each)
+    with mock.patch.object(features_module, "fit_classifier") as fit:
+        classifier_features(digits(), SETTINGS | {"max_steps": 42}, str(tmp_path), torch.device("cpu"))
+    assert fit.call_args.kwargs["max_steps"] == 42 and fit.call_args.kwargs["epochs"] == SETTINGS["epochs"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 from pathlib import Path
 from typing import ClassVar
+from unittest import mock
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from lightning.pytorch import Callback
 from omegaconf import open_dict
 
 from ganforge.errors import GanforgeError
-from ganforge.train import train
+from ganforge.metrics.sample_quality import SampleQuality
+from ganforge.train import main, train
 
 
 def read_metrics(path: str) -> list[dict[str, str]]:
@@ -113,6 +116,50 @@ def test_progress_bar_total_counts_batches_not_optimizer_steps(make_cfg) -> None
     BarTotals.seen.clear()
     train(cfg)
     assert cfg.trainer.max_steps == 9 and BarTotals.seen == [6]
+
+
+@pytest.mark.slow
+def test_metrics_during_training(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """val/* every N generator steps and at the last; never inside training_step or a sanity check;
+    best.ckpt at the best FID; the feature network stays out of checkpoints; the sweep metric returned."""
+    calls: list[set[str]] = []
+    original = SampleQuality.update
+
+    def spy(self, features, logits, real):
+        calls.append({frame.function for frame in inspect.stack()})
+        return original(self, features, logits, real)
+
+    monkeypatch.setattr(SampleQuality, "update", spy)
+    cfg = make_cfg(
+        "max_g_steps=5", "callbacks.sample_quality.every_n_g_steps=2", "trainer.num_sanity_val_steps=2"
+    )
+    returned = main(cfg)  # what Hydra (and so a sweeper) receives
+
+    assert calls and not any({"training_step", "_run_sanity_check"} & stack for stack in calls)
+    rows = [r for r in read_metrics(f"{cfg.paths.output_dir}/csv/metrics.csv") if r.get("val/fid")]
+    assert [int(float(r["g_step"])) for r in rows] == [2, 4, 5]
+    fids = [float(r["val/fid"]) for r in rows]
+    assert [float(r["val/fid_best"]) for r in rows] == [min(fids[: i + 1]) for i in range(3)]
+    assert {"val/classes_covered", "val/class_kl"} <= set(rows[0])
+    assert cfg.optimized_metric == "val/fid_best" and returned == pytest.approx(min(fids))
+
+    ckpts = Path(cfg.paths.output_dir, "checkpoints")
+    best = load(ckpts / "best.ckpt")
+    assert best["gan_steps"]["g_step"] == [2, 4, 5][fids.index(min(fids))]
+    for ckpt in (best, load(ckpts / "last.ckpt")):
+        prefixes = {key.split(".")[0] for key in ckpt["state_dict"]}
+        assert prefixes == {"generator", "discriminator", "fixed_noise"}  # no feature network weights
+
+
+def test_inception_without_weights_fails_before_training(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", mock.Mock(side_effect=OSError("offline")))
+    cfg = make_cfg("metrics=inception")
+    with pytest.raises(
+        GanforgeError, match=r"weights-inception-2015-12-05-6726825d.pth .* use metrics=classifier"
+    ):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "checkpoints").exists()
 
 
 def test_resume_errors(make_cfg, tmp_path: Path) -> None:

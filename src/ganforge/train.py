@@ -148,4 +148,4 @@ def main(cfg: DictConfig) -> float | None:
         log.info(
             "Training finished. Outputs:\n%s", "\n".join(f"  {k:<{width}}  {v}" for k, v in where.items())
         )
-    return metrics
+    return metrics.get(cfg.get("optimized_metric") or "")

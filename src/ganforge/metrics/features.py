@@ -145,15 +145,8 @@ def classifier_features(
         "training the %s classifier for feature FID and mode coverage (first use; cached after)",
         datamodule.name,
     )
-    fit_classifier(
-        model,
-        datamodule.data_train,
-        device,
-        settings["epochs"],
-        settings["lr"],
-        settings["batch_size"],
-        settings["seed"],
-    )
+    training = {k: settings[k] for k in ("epochs", "max_steps", "lr", "batch_size", "seed")}
+    fit_classifier(model, datamodule.data_train, device, **training)
     test_accuracy = accuracy(model, datamodule.data_test, device)
     log.info("classifier test accuracy %.4f -> %s", test_accuracy, path)
     atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
