@@ -24,6 +24,7 @@ from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.config import instantiate, instantiate_group, print_config_tree, register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.features import ensure_inception_weights
+from ganforge.tracking import finish, log_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=gan_strategy(cfg.trainer)
     )
-
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    log_run_metadata(trainer.loggers, cfg, model)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException:
+        finish(trainer, failed=True)  # the W&B run shows as failed, not finished
+        raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return metrics, report(trainer, cfg)
+    where = report(trainer, cfg)
+    for command in finish(trainer, failed=False):
+        where["W&B (offline)"] = f"upload with: {command}"
+    return metrics, where
 
 
 def main(cfg: DictConfig) -> float | None:
