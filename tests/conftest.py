@@ -29,6 +29,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
+    "logger=csv",  # W&B has its own tests (test_tracking.py); its start-up costs seconds per run
     "metrics.num_samples=200",
     "metrics.num_reference=500",
     "metrics.classifier.epochs=2",

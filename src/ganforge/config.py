@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import optimizer_steps
+from ganforge.tracking import run_group, run_name, wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,13 @@ def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
 
 def register_resolvers() -> None:
     """`${optimizer_steps:G,K}`: Lightning's step count for G generator steps at K D steps per G step.
-    `${pid:}`: this process's id, which keeps run directories of simultaneous launches apart."""
+    `${pid:}`: this process's id, which keeps run directories of simultaneous launches apart.
+    `${wandb_offline:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking."""
     OmegaConf.register_new_resolver("optimizer_steps", _optimizer_steps, replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("run_group", run_group, replace=True)
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:

@@ -108,6 +108,7 @@ class GANLitModule(LightningModule):
                 fake = self.generator(self.sample_noise(n))
             out_real, out_fake = self.discriminator(real), self.discriminator(fake)
             d_loss = self.loss.d_loss(out_real, out_fake)
+            self._check_finite("discriminator", d_loss)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -125,6 +126,7 @@ class GANLitModule(LightningModule):
             return
         with self.toggled_optimizer(opt_g):
             g_loss = self.loss.g_loss(self.discriminator(self.generator(self.sample_noise(n))))
+            self._check_finite("generator", g_loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
@@ -135,6 +137,13 @@ class GANLitModule(LightningModule):
         self.log("g_step", float(self.g_step), prog_bar=True)
         self.log("train/lr_g", opt_g.param_groups[0]["lr"])
         self.log("train/lr_d", opt_d.param_groups[0]["lr"])
+
+    def _check_finite(self, network: str, loss: Tensor) -> None:
+        """Stop a diverged run at once (a sweep records it as failed) instead of training on NaN."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{network} loss is {loss.item()} at g_step {self.g_step}: training diverged"
+            )
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()

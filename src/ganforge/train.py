@@ -4,6 +4,7 @@ and say where everything went."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.config import instantiate, instantiate_group, print_config_tree, register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.features import ensure_inception_weights
+from ganforge.sweep import in_multirun, write_job_record
+from ganforge.tracking import finish, log_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +131,51 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=gan_strategy(cfg.trainer)
     )
-
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    log_run_metadata(trainer.loggers, cfg, model)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException:
+        finish(trainer, failed=True)  # the W&B run shows as failed, not finished
+        raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return metrics, report(trainer, cfg)
+    where = report(trainer, cfg)
+    for command in finish(trainer, failed=False):
+        where["W&B (offline)"] = f"upload with: {command}"
+    return metrics, where
 
 
 def main(cfg: DictConfig) -> float | None:
     """Entry point behind the root `train.py`: user mistakes end in one line and exit code 1.
-    Returns `cfg.optimized_metric` (what Hydra sweepers minimise), None when it was never logged."""
+    Returns `cfg.optimized_metric` (what Hydra sweepers minimise), None when it was never logged.
+
+    In a multirun, a job that fails (an exception, diverged losses) is recorded as failed in its
+    job.json and returns `failed_job_value`, so one bad trial does not end the sweep."""
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
-    with one_line_errors():
-        if cfg.extras.get("print_config"):
-            print_config_tree(cfg)
-        metrics, where = train(cfg)
+    metrics: dict[str, float] = {}
+    status, error = "failed", None
+    try:
+        with one_line_errors():
+            if cfg.extras.get("print_config"):
+                print_config_tree(cfg)
+            metrics, where = train(cfg)
+        status = "completed"
+    except (Exception, SystemExit) as err:
+        error = f"{type(err).__name__}: {err}"
+        if not in_multirun():
+            raise
+        log.error("job failed, the sweep goes on: %s", error)
+    finally:
+        if rank_zero_only.rank == 0:
+            write_job_record(cfg, status, metrics, error)
+    if status == "failed":
+        return cfg.failed_job_value
     if rank_zero_only.rank == 0:
         width = max(map(len, where))
         log.info(
             "Training finished. Outputs:\n%s", "\n".join(f"  {k:<{width}}  {v}" for k, v in where.items())
         )
-    return metrics.get(cfg.get("optimized_metric") or "")
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    if in_multirun() and (value is None or not math.isfinite(value)):
+        return cfg.failed_job_value
+    return value

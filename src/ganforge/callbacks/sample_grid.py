@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchvision.utils import make_grid, save_image
 
 from ganforge.gan_module import GANLitModule
+from ganforge.tracking import log_image
 
 
 class SampleGrid(Callback):
@@ -32,10 +34,22 @@ class SampleGrid(Callback):
         path = self.path_for(module.g_step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
+        log_image(trainer.loggers, "samples", grid, step=max(module.d_step - 1, 0))
         self.last_saved = module.g_step
         return path
 
+    def save_real(self, trainer: Trainer, n: int) -> None:
+        """Real training images beside the samples, once: the target to compare grids against."""
+        dataset = trainer.datamodule.data_train
+        images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))]).float() / 255
+        grid = make_grid(images, nrow=self.nrow)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        save_image(grid, self.dirpath / "real.png")
+        log_image(trainer.loggers, "real", grid, step=0)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero and not (self.dirpath / "real.png").exists():
+            self.save_real(trainer, len(pl_module.fixed_noise))
         self.save(trainer, pl_module)  # the starting point: untrained (or resumed) generator
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:

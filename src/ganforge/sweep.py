@@ -1,0 +1,92 @@
+"""Multirun bookkeeping: a record per job, and a summary of all jobs when the sweep ends.
+
+Every job writes `job.json` in its run directory (status, optimized metric, steps, overrides), also
+when it fails. `SweepSummary` (a Hydra callback) gathers them into `<sweep dir>/summary.csv` and
+prints the table, so a sweep's outcome is readable without opening every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import rich
+import rich.table
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+COLUMNS = ("job", "status", "metric", "value", "g_step", "overrides", "run_dir", "error")
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def write_job_record(cfg: DictConfig, status: str, metrics: dict[str, float], error: str | None) -> Path:
+    """`job.json` in the run directory: what the summary (and a person) needs about this job."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    name = cfg.get("optimized_metric")
+    value = metrics.get(name) if name else None
+    record = {
+        "job": hydra.job.num if hydra is not None and hydra.mode == RunMode.MULTIRUN else 0,
+        "status": status,
+        "metric": name,
+        "value": value if value is None or math.isfinite(value) else None,
+        "g_step": int(metrics["g_step"]) if "g_step" in metrics else None,
+        "overrides": " ".join(hydra.overrides.task) if hydra is not None else "",
+        "run_dir": str(cfg.paths.output_dir),
+        "error": error,
+    }
+    path = Path(cfg.paths.output_dir) / JOB_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{JOB_FILE}")]
+    return sorted(records, key=lambda r: r["job"])
+
+
+def write_summary(sweep_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    records = collect(sweep_dir)
+    path = sweep_dir / "summary.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(records)
+    return path, records
+
+
+def print_summary(records: list[dict[str, Any]], path: Path) -> None:
+    table = rich.table.Table(title=f"Sweep summary ({path})")
+    for column in ("job", "status", "value", "g_step", "overrides", "run_dir"):
+        table.add_column(column, overflow="fold")
+    metric = next((r["metric"] for r in records if r["metric"]), "value")
+    table.columns[2].header = metric
+    for r in records:
+        value = "-" if r["value"] is None else f"{r['value']:.4g}"
+        g_step = "-" if r["g_step"] is None else str(r["g_step"])
+        status = r["status"] if r["status"] == "completed" else f"[red]{r['status']}[/red]"
+        table.add_row(str(r["job"]), status, value, g_step, r["overrides"], r["run_dir"])
+    rich.print(table)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, summary.csv in the sweep directory and a printed table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        path, records = write_summary(sweep_dir)
+        print_summary(records, path)

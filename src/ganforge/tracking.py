@@ -1,0 +1,84 @@
+"""Experiment tracking across loggers: W&B online/offline choice, images, run metadata, clean finish.
+
+W&B goes online when the user is logged in (WANDB_API_KEY or a netrc entry) and offline otherwise,
+without prompting; WANDB_MODE, when set, decides. Offline runs end with the `wandb sync` command.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def wandb_offline() -> bool:
+    """True unless W&B can reach an account: WANDB_MODE decides when set, else any stored API key."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode in ("offline", "dryrun", "disabled"):
+        return True
+    if mode == "online" or os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return True
+
+
+def log_run_metadata(loggers: list[Logger], cfg: DictConfig, model: LightningModule) -> None:
+    """The resolved config and the networks' sizes, once per run."""
+    params = {
+        "model/params_generator": sum(p.numel() for p in model.generator.parameters()),
+        "model/params_discriminator": sum(p.numel() for p in model.discriminator.parameters()),
+    }
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(config | params)
+
+
+def log_image(loggers: list[Logger], key: str, image: Tensor, step: int) -> None:
+    """A [C, H, W] image in [0, 1] to every logger that shows images (W&B, TensorBoard)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[image.permute(1, 2, 0).cpu().numpy()], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, image, global_step=step)
+
+
+def finish(trainer: Trainer | None, failed: bool) -> list[str]:
+    """Close W&B runs with the right exit code (a failed job must not show as finished); returns
+    the `wandb sync` commands for runs that were offline."""
+    commands = []
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, WandbLogger):
+            run: Any = logger.experiment  # created at start (config logging), so this opens nothing new
+            if run.offline:
+                commands.append(f"wandb sync {run.settings.sync_dir}")
+            run.finish(exit_code=1 if failed else 0)
+    return commands
+
+
+def run_name() -> str:
+    """The run directory's name; in a multirun `<job number>_<overrides>` (readable in the W&B table)."""
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return f"{hydra.job.num}_{hydra.job.override_dirname}".rstrip("_")
+    return Path(hydra.runtime.output_dir).name
+
+
+def run_group() -> str | None:
+    """All jobs of one multirun share a group: the multirun directory's name."""
+    hydra = HydraConfig.get()
+    return Path(hydra.sweep.dir).name if hydra.mode == RunMode.MULTIRUN else None

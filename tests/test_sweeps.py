@@ -1,0 +1,122 @@
+"""Multiruns as users run them: separate runs and W&B runs per job, a summary, and an Optuna search
+that survives a failing trial."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import wandb_records
+from tests.conftest import FAST, SMALL_NETWORKS
+
+SWEEP_FAST = [*FAST, *SMALL_NETWORKS["dcgan"], "max_g_steps=2", "callbacks.sample_quality.every_n_g_steps=2"]
+
+
+@pytest.fixture
+def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def sweep_dir(tmp_path: Path) -> Path:
+    (path,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    return path
+
+
+def summary(path: Path) -> list[dict[str, str]]:
+    with (path / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_grid_multirun_separate_runs_and_wandb_runs(tmp_path: Path, run_script, no_wandb_account) -> None:
+    result = run_script(
+        ["hydra.mode=MULTIRUN", *SWEEP_FAST, "logger=wandb", "model.optimizer_g.lr=0.0001,0.0002"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = sweep_dir(tmp_path)
+    jobs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    runs = [next(job.glob("wandb/offline-run-*/run-*.wandb")) for job in jobs]
+    assert len({p.parent.name for p in runs}) == 2  # two W&B runs, not one swallowing the sweep
+    for job, run in zip(jobs, runs, strict=True):
+        (record,) = [r.run for r in wandb_records.records(run) if r.WhichOneof("record_type") == "run"][:1]
+        assert record.run_group == root.name and record.display_name.startswith(f"{job.name}_")
+        assert wandb_records.exit_code(run) == 0
+    rows = summary(root)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert [r["overrides"].split()[-1] for r in rows] == [
+        "model.optimizer_g.lr=0.0001",
+        "model.optimizer_g.lr=0.0002",
+    ]
+    assert all(float(r["value"]) > 0 and r["g_step"] == "2" for r in rows)
+    assert "Sweep summary" in result.stdout
+
+
+OPTUNA_SWEEP = """\
+# @package _global_
+defaults:
+  - override /hydra/sweeper: optuna
+hydra:
+  mode: MULTIRUN
+  sweeper:
+    direction: minimize
+    n_trials: 3
+    sampler:
+      _target_: optuna.samplers.TPESampler
+      seed: 0
+      n_startup_trials: 3  # all 3 trials random: 4096, 16, 4096 (failing and completing trials)
+    params:
+      data.batch_size: choice(16, 4096)
+"""
+
+
+@pytest.mark.slow
+def test_optuna_search_survives_a_failing_trial(tmp_path: Path, run_script) -> None:
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "random3.yaml").write_text(OPTUNA_SWEEP)  # batch 4096 > 1,437 digits: that trial raises
+    fast = [o for o in SWEEP_FAST if not o.startswith("data.batch_size=")]  # the search sets it
+    result = run_script([*fast, "hparams_search=random3", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary(sweep_dir(tmp_path))
+    assert len(rows) == 3
+    batch = {r["job"]: re.search(r"data\.batch_size=(\d+)", r["overrides"]).group(0) for r in rows}
+    failed = [r for r in rows if batch[r["job"]] == "data.batch_size=4096"]
+    completed = [r for r in rows if batch[r["job"]] == "data.batch_size=16"]
+    assert failed and completed  # the seed makes the search draw both
+    assert all(r["status"] == "failed" and "lower data.batch_size" in r["error"] for r in failed)
+    assert all(r["status"] == "completed" and float(r["value"]) < 1e6 for r in completed)
+    best = yaml.safe_load((sweep_dir(tmp_path) / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(float(r["value"]) for r in completed))  # 1e6 never wins
+
+
+def test_shipped_optuna_search_composes(make_cfg) -> None:
+    cfg = make_cfg("hparams_search=optuna")
+    assert cfg.optimized_metric == "val/fid_best" and cfg.failed_job_value > 1e3
+
+
+class NaNLoss:
+    name = "nan"
+
+    def d_loss(self, real, fake):
+        return (real.mean() + fake.mean()) * float("nan")
+
+    def g_loss(self, fake):
+        return fake.mean()
+
+    def score(self, out):
+        return out
+
+
+def test_diverged_losses_stop_the_run(make_cfg) -> None:
+    from ganforge.train import train
+
+    cfg = make_cfg("model.loss._target_=tests.test_sweeps.NaNLoss")
+    with pytest.raises(FloatingPointError, match=r"discriminator loss is nan at g_step 0: training diverged"):
+        train(cfg)

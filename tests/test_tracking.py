@@ -1,0 +1,83 @@
+"""W&B tracking, offline: what a run logged, read back from the files W&B wrote; failed runs as failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lightning.pytorch import Callback
+
+from ganforge.tracking import wandb_offline
+from ganforge.train import train
+from tests import wandb_records
+
+
+@pytest.fixture
+def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine where nobody ran `wandb login`: no key, no netrc, no WANDB_MODE."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def run_file(output_dir: str) -> Path:
+    (path,) = Path(output_dir, "wandb").glob("offline-run-*/run-*.wandb")
+    return path
+
+
+@pytest.mark.slow
+def test_offline_run_logs_metrics_images_config_and_finishes(make_cfg, no_wandb_account) -> None:
+    cfg = make_cfg(
+        "logger=wandb",
+        "callbacks.sample_quality.every_n_g_steps=2",
+        "callbacks.sample_grid.every_n_g_steps=2",
+    )
+    _, where = train(cfg)
+    path = run_file(cfg.paths.output_dir)
+    rows = wandb_records.history(path)
+    keys = set().union(*rows)
+    assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/lr_g"} <= keys
+    assert {"val/fid", "val/fid_best", "val/classes_covered"} <= keys
+    samples = [r for r in rows if r.get("samples/_type") == "images/separated"]
+    real = [r for r in rows if r.get("real/_type") == "images/separated"]
+    assert len(samples) == 3 and len(real) == 1  # g_step 0, 2, 4 and the real grid once
+    for row in samples + real:
+        for name in row.get("samples/filenames", []) + row.get("real/filenames", []):
+            assert (path.parent / "files" / name).is_file()
+    config = wandb_records.config(path)
+    assert config["model"]["generator"]["image_size"] == 16 and config["model/params_generator"] > 0
+    assert wandb_records.exit_code(path) == 0
+    assert where["W&B (offline)"] == f"upload with: wandb sync {path.parent}"
+
+
+class Explode(Callback):
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if pl_module.g_step == 2:
+            raise RuntimeError("diverged")
+
+
+@pytest.mark.slow
+def test_failed_run_is_recorded_as_failed(make_cfg, no_wandb_account) -> None:
+    cfg = make_cfg("logger=wandb", f"+callbacks.explode._target_={__name__}.Explode")
+    with pytest.raises(RuntimeError, match="diverged"):
+        train(cfg)
+    assert wandb_records.exit_code(run_file(cfg.paths.output_dir)) == 1
+
+
+def test_offline_unless_an_account_is_reachable(tmp_path: Path, no_wandb_account, monkeypatch) -> None:
+    assert wandb_offline()
+    netrc = tmp_path / "home" / ".netrc"
+    netrc.parent.mkdir(parents=True)
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    netrc.chmod(0o600)
+    assert not wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    netrc.unlink()
+    assert not wandb_offline()
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert not wandb_offline()
