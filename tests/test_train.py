@@ -47,8 +47,9 @@ def test_short_run_writes_checkpoint_grids_and_finite_metrics(make_cfg, model: s
     assert ckpt["ganforge"]["config"]["model"]["generator"]["image_size"] == 16
     assert ckpt["state_dict"]["fixed_noise"].shape == (64, 100)
 
-    grids = sorted(p.name for p in (run / "samples").glob("*.png"))
+    grids = sorted(p.name for p in (run / "samples").glob("g_step_*.png"))
     assert grids == ["g_step_0000000.png", "g_step_0000002.png", "g_step_0000004.png"]
+    assert (run / "samples" / "real.png").is_file()  # real training images, once, to compare against
     assert where["last checkpoint"].endswith("last.ckpt") and "sample grids" in where
 
 

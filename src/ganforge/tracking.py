@@ -73,8 +73,9 @@ def finish(trainer: Trainer | None, failed: bool) -> list[str]:
 def run_name() -> str:
     """The run directory's name; in a multirun `<job number>_<overrides>` (readable in the W&B table)."""
     hydra = HydraConfig.get()
-    if hydra.mode == RunMode.MULTIRUN:
-        return f"{hydra.job.num}_{hydra.job.override_dirname}".rstrip("_")
+    num = OmegaConf.select(hydra, "job.num", default=None, throw_on_missing=False)
+    if hydra.mode == RunMode.MULTIRUN and num is not None:  # composed but not launched: no job yet
+        return f"{num}_{hydra.job.override_dirname}".rstrip("_")
     return Path(hydra.runtime.output_dir).name
 
 
