@@ -65,9 +65,8 @@ def main() -> None:
         times["without"].append(once(settings, datamodule, model, device))
         times["with"].append(once(settings, datamodule, model, device))
     n_ref = min(settings["num_reference"], len(datamodule.data_train))
-    print(
-        f"{datamodule.name}, {args.num_samples} generated, {n_ref} reference, {torch.get_num_threads()} threads"
-    )
+    threads = torch.get_num_threads()
+    print(f"{datamodule.name}, {args.num_samples} generated, {n_ref} reference, {threads} threads")
     for name, values in times.items():
         print(f"{name:>7} cached reference statistics: {', '.join(f'{t:.1f}' for t in values)} s")
     ratio = statistics.median(times["without"]) / statistics.median(times["with"])
