@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch import Callback
 
+from ganforge.errors import GanforgeError
 from ganforge.tracking import wandb_offline
 from ganforge.train import train
 from tests import wandb_records
@@ -81,3 +82,13 @@ def test_offline_unless_an_account_is_reachable(tmp_path: Path, no_wandb_account
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     assert not wandb_offline()
+
+
+def test_checkpoint_artifacts_offline_are_refused_with_the_fix(make_cfg, no_wandb_account) -> None:
+    """Uploading checkpoints needs W&B online (Lightning refuses it offline): say so before training."""
+    cfg = make_cfg("logger=wandb", "logger.wandb.log_model=true")
+    with pytest.raises(
+        GanforgeError, match=r"log in \(`wandb login` or WANDB_API_KEY\) or set logger.wandb.log_model=false"
+    ):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "wandb").exists()

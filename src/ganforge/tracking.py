@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ganforge.errors import GanforgeError
+
 log = logging.getLogger(__name__)
 
 WANDB_HOST = "api.wandb.ai"
@@ -35,6 +37,16 @@ def wandb_offline() -> bool:
         return netrc.netrc().authenticators(WANDB_HOST) is None
     except (FileNotFoundError, netrc.NetrcParseError):
         return True
+
+
+def check_logger_config(loggers: DictConfig | None) -> None:
+    """Refuse, before anything starts, what W&B cannot do offline: uploading checkpoints."""
+    wandb = (loggers or {}).get("wandb")
+    if wandb and wandb.get("log_model") and wandb.get("offline"):
+        raise GanforgeError(
+            "logger.wandb.log_model uploads checkpoints, which an offline W&B run cannot do; log in "
+            "(`wandb login` or WANDB_API_KEY) or set logger.wandb.log_model=false"
+        )
 
 
 def log_run_metadata(loggers: list[Logger], cfg: DictConfig, model: LightningModule) -> None:

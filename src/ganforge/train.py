@@ -26,7 +26,7 @@ from ganforge.config import instantiate, instantiate_group, print_config_tree, r
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.sweep import in_multirun, write_job_record
-from ganforge.tracking import finish, log_run_metadata
+from ganforge.tracking import check_logger_config, finish, log_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     if cfg.get("metrics") and cfg.metrics.feature_network == "inception":
         ensure_inception_weights()  # fail before anything is built, not at the first evaluation
 
+    check_logger_config(cfg.get("logger"))
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg)]
