@@ -77,12 +77,13 @@ hydra:
 
 
 @pytest.mark.slow
-def test_optuna_search_survives_a_failing_trial(tmp_path: Path, run_script) -> None:
+def test_optuna_search_survives_a_failing_trial(tmp_path: Path, run_script, no_wandb_account) -> None:
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
     (conf / "random3.yaml").write_text(OPTUNA_SWEEP)  # batch 4096 > 1,437 digits: that trial raises
     fast = [o for o in SWEEP_FAST if not o.startswith("data.batch_size=")]  # the search sets it
-    result = run_script([*fast, "hparams_search=random3", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    search = ["hparams_search=random3", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "logger=wandb"]
+    result = run_script([*fast, *search])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = summary(sweep_dir(tmp_path))
     assert len(rows) == 3
@@ -92,6 +93,9 @@ def test_optuna_search_survives_a_failing_trial(tmp_path: Path, run_script) -> N
     assert failed and completed  # the seed makes the search draw both
     assert all(r["status"] == "failed" and "lower data.batch_size" in r["error"] for r in failed)
     assert all(r["status"] == "completed" and float(r["value"]) < 1e6 for r in completed)
+    for r in failed + completed:  # each job its own W&B run, closed with the job's outcome
+        run = next(Path(r["run_dir"]).glob("wandb/offline-run-*/run-*.wandb"))
+        assert wandb_records.exit_code(run) == (1 if r["status"] == "failed" else 0)
     best = yaml.safe_load((sweep_dir(tmp_path) / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(float(r["value"]) for r in completed))  # 1e6 never wins
 
