@@ -152,6 +152,21 @@ def test_metrics_during_training(make_cfg, monkeypatch: pytest.MonkeyPatch) -> N
         assert prefixes == {"generator", "discriminator", "fixed_noise"}  # no feature network weights
 
 
+@pytest.mark.slow
+def test_optional_kid_and_is_during_training(make_cfg) -> None:
+    cfg = make_cfg(
+        "metrics.kid=true",
+        "metrics.kid_subset_size=50",
+        "metrics.inception_score=true",
+        "metrics.is_splits=2",
+    )
+    metrics, where = train(cfg)
+    assert {"val/kid", "val/kid_std", "val/is", "val/is_std"} <= set(metrics)
+    assert math.isfinite(metrics["val/kid"]) and metrics["val/is"] >= 1.0  # IS is at least 1 by definition
+    header = read_metrics(where["metrics"])[0]
+    assert {"val/kid", "val/is"} <= set(header)
+
+
 def test_inception_without_weights_fails_before_training(make_cfg, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", mock.Mock(side_effect=OSError("offline")))
