@@ -37,17 +37,20 @@ FAST = [
     "extras.print_config=false",
 ]
 
+_SMALL_DCGAN = ["model.generator.base_channels=8", "model.discriminator.base_channels=8"]
 SMALL_NETWORKS = {
-    "dcgan": ["model.generator.base_channels=8", "model.discriminator.base_channels=8"],
+    "dcgan": _SMALL_DCGAN,
+    "lsgan": _SMALL_DCGAN,
+    "wgan_gp": _SMALL_DCGAN,
     "mlp": ["model.generator.hidden_dims=[32,64,64]", "model.discriminator.hidden_dims=[64,32]"],
 }
 
 
-def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """The `train` config as `python train.py <overrides>` would build it (hydra node removed)."""
+def compose_train(overrides: list[str], output_dir: Path | None = None, config: str = "train") -> DictConfig:
+    """A config as `python <config>.py <overrides>` would build it (hydra node removed)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config, overrides=overrides, return_hydra_config=True)
     if output_dir is not None:
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(output_dir)

@@ -17,9 +17,11 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge.errors import GanforgeError
 from ganforge.losses import GANLoss
+from ganforge.regularizers import gradient_penalty, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -43,10 +45,15 @@ class GANLitModule(LightningModule):
         d_steps_per_g: int = 1,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 0,
+        gradient_penalty: float = 0.0,
+        r1_gamma: float = 0.0,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         if d_steps_per_g < 1:
             raise GanforgeError(f"model.d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise GanforgeError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null, got {ema_decay}")
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
@@ -56,6 +63,17 @@ class GANLitModule(LightningModule):
         self.scheduler_g = scheduler_g
         self.scheduler_d = scheduler_d
         self.d_steps_per_g = d_steps_per_g
+        self.gradient_penalty = gradient_penalty
+        self.r1_gamma = r1_gamma
+        # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
+        # grids and metrics come from it when it is on
+        self.generator_ema = (
+            AveragedModel(
+                generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            ).requires_grad_(False)
+            if ema_decay is not None
+            else None
+        )
         self.g_step = 0
         self.d_step = 0
         # Own generator: the grid noise must not depend on (or disturb) the global seed.
@@ -76,8 +94,8 @@ class GANLitModule(LightningModule):
 
     @property
     def sampling_generator(self) -> nn.Module:
-        """The network that samples, grids and metrics come from."""
-        return self.generator
+        """The network that samples, grids and metrics come from: the EMA copy when there is one."""
+        return self.generator if self.generator_ema is None else self.generator_ema.module
 
     @torch.no_grad()
     def generate(self, z: Tensor) -> Tensor:
@@ -108,6 +126,13 @@ class GANLitModule(LightningModule):
                 fake = self.generator(self.sample_noise(n))
             out_real, out_fake = self.discriminator(real), self.discriminator(fake)
             d_loss = self.loss.d_loss(out_real, out_fake)
+            penalties = {}
+            if self.gradient_penalty:
+                penalties["train/gp"] = gradient_penalty(self.discriminator, real, fake)
+                d_loss = d_loss + self.gradient_penalty * penalties["train/gp"]
+            if self.r1_gamma:
+                penalties["train/r1"] = r1_penalty(self.discriminator, real)
+                d_loss = d_loss + 0.5 * self.r1_gamma * penalties["train/r1"]
             self._check_finite("discriminator", d_loss)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -118,6 +143,7 @@ class GANLitModule(LightningModule):
                 "train/d_loss": d_loss.detach(),
                 "train/d_real": self.loss.score(out_real.detach()).mean(),
                 "train/d_fake": self.loss.score(out_fake.detach()).mean(),
+                **{k: v.detach() for k, v in penalties.items()},
             },
             prog_bar=True,
         )
@@ -131,6 +157,8 @@ class GANLitModule(LightningModule):
             self.manual_backward(g_loss)
             opt_g.step()
         self.g_step += 1
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
         for scheduler in self._schedulers():
             scheduler.step()
         self.log("train/g_loss", g_loss.detach(), prog_bar=True)

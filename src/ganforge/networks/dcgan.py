@@ -39,7 +39,7 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -75,22 +75,45 @@ class DCGANGenerator(nn.Module):
         return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
 
 
+NORMS = ("batch", "layer", "none")
+
+
+def _norm(kind: str, channels: int) -> list[nn.Module]:
+    """Batch norm (the paper); layer norm or none for gradient penalties, which need per-sample outputs."""
+    if kind == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if kind == "layer":
+        return [nn.GroupNorm(1, channels)]
+    return []
+
+
 class DCGANDiscriminator(nn.Module):
     def __init__(
-        self, image_size: int, channels: int, base_channels: int = 64, max_channels: int = 512
+        self,
+        image_size: int,
+        channels: int,
+        base_channels: int = 64,
+        max_channels: int = 512,
+        norm: str = "batch",
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise GanforgeError(
+                f"model.discriminator.norm={norm!r} is unknown; use one of {', '.join(NORMS)}"
+            )
         widths = _widths(image_size, base_channels, max_channels)[::-1]
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         for w_in, w_out in pairwise(widths):
-            layers += [
-                nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(w_out),
-                nn.LeakyReLU(0.2, True),
-            ]
+            conv = nn.Conv2d(w_in, w_out, 4, 2, 1, bias=norm == "none")
+            layers += [conv, *_norm(norm, w_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0)]
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if spectral_norm:  # Miyato et al. 2018: every layer's largest singular value kept at 1
+            for module in self.net:
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x).flatten()

@@ -1,0 +1,119 @@
+"""Stabilisers: penalties against functions with known gradients, EMA recurrence, spectral norm,
+and every model configuration training on CPU."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from omegaconf import open_dict
+
+from ganforge.errors import GanforgeError
+from ganforge.evaluate import evaluate
+from ganforge.networks.dcgan import DCGANDiscriminator
+from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.train import train
+from tests.conftest import CONF, compose_train
+
+W = torch.tensor([1.0, 2.0, 2.0])  # ||W|| = 3
+
+
+def linear_critic(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1) @ W
+
+
+def test_gradient_penalty_on_a_known_gradient_norm() -> None:
+    real, fake = torch.randn(16, 3), torch.randn(16, 3)
+    assert gradient_penalty(linear_critic, real, fake).item() == pytest.approx((3 - 1) ** 2)
+    unit = lambda x: x.flatten(1) @ (W / 3)  # noqa: E731 - a 1-Lipschitz critic: no penalty
+    assert gradient_penalty(unit, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_gradient_penalty_is_differentiable_in_the_critic() -> None:
+    w = W.clone().requires_grad_(True)
+    gradient_penalty(lambda x: x @ w, torch.randn(8, 3), torch.randn(8, 3)).backward()
+    # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    assert torch.allclose(w.grad, 2 * (3 - 1) * W / 3, atol=1e-5)
+
+
+def test_r1_penalty() -> None:
+    assert r1_penalty(linear_critic, torch.randn(5, 3)).item() == pytest.approx(9.0)
+    quadratic = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731 - gradient x: R1 = mean ||x||^2
+    x = torch.randn(6, 3)
+    assert r1_penalty(quadratic, x).item() == pytest.approx(x.pow(2).sum(1).mean().item(), rel=1e-6)
+
+
+def test_spectral_norm_keeps_the_largest_singular_value_at_one() -> None:
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(32, 3, base_channels=8, spectral_norm=True, norm="none").train()
+    for _ in range(30):  # power iteration converges as the network runs
+        d(torch.randn(4, 3, 32, 32))
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in convs]
+    assert len(sigmas) == 4 and all(abs(s - 1) < 0.05 for s in sigmas), sigmas
+
+
+def test_invalid_stabiliser_settings(make_cfg) -> None:
+    with pytest.raises(GanforgeError, match=r"model.ema_decay must be in \(0, 1\)"):
+        train(make_cfg("model.ema_decay=1.5"))
+    with pytest.raises(GanforgeError, match=r"model.discriminator.norm='group' is unknown"):
+        train(make_cfg("model.discriminator.norm=group"))
+
+
+class RecordGenerator(Callback):
+    """The generator's first weight tensor after every generator step."""
+
+    after_g_step: ClassVar[list[torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if len(RecordGenerator.after_g_step) < pl_module.g_step:
+            RecordGenerator.after_g_step.append(next(pl_module.generator.parameters()).detach().clone())
+
+
+@pytest.mark.slow
+def test_ema_follows_the_documented_decay(make_cfg) -> None:
+    cfg = make_cfg("model.ema_decay=0.5", "max_g_steps=3")
+    with open_dict(cfg):
+        cfg.callbacks.recorder = {"_target_": f"{__name__}.RecordGenerator"}
+    RecordGenerator.after_g_step.clear()
+    train(cfg)
+    theta = RecordGenerator.after_g_step
+    assert len(theta) == 3
+    # ema_1 = theta_1 (the first update copies); ema_k = 0.5 ema_(k-1) + 0.5 theta_k
+    expected = theta[0]
+    for t in theta[1:]:
+        expected = 0.5 * expected + 0.5 * t
+    last = torch.load(Path(cfg.paths.output_dir, "checkpoints", "last.ckpt"), weights_only=True)
+    ema_weight = next(v for k, v in last["state_dict"].items() if k.startswith("generator_ema.module."))
+    assert torch.allclose(ema_weight, expected, atol=1e-6)
+    assert not torch.allclose(ema_weight, theta[-1])  # an average, not the latest weights
+
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_with_finite_losses(make_cfg, model: str) -> None:
+    cfg = make_cfg(f"model={model}", "max_g_steps=3", "model.ema_decay=0.9")
+    metrics, _ = train(cfg)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["g_step"] == 3
+    if model == "wgan_gp":
+        assert "train/gp" in metrics and cfg.model.d_steps_per_g == 5
+
+
+@pytest.mark.slow
+def test_eval_uses_the_ema_generator(make_cfg, cache_dir: Path, tmp_path: Path) -> None:
+    cfg = make_cfg("model.ema_decay=0.9")
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    overrides = [f"ckpt_path={ckpt}", f"paths.cache_dir={cache_dir}", "metrics.num_samples=100"]
+    overrides += ["metrics.num_reference=500", "metrics.classifier.epochs=2", "metrics.classifier.width=16"]
+    eval_cfg = compose_train(overrides, tmp_path / "eval", config="eval")
+    values, protocol = evaluate(eval_cfg)
+    assert protocol["generator"] == "EMA weights" and math.isfinite(values["fid"])
