@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch import Callback
 from omegaconf import open_dict
 
+from ganforge.augment import DiffAugment, cutout, translation
 from ganforge.errors import GanforgeError
 from ganforge.evaluate import evaluate
 from ganforge.networks.dcgan import DCGANDiscriminator
@@ -117,3 +118,51 @@ def test_eval_uses_the_ema_generator(make_cfg, cache_dir: Path, tmp_path: Path) 
     eval_cfg = compose_train(overrides, tmp_path / "eval", config="eval")
     values, protocol = evaluate(eval_cfg)
     assert protocol["generator"] == "EMA weights" and math.isfinite(values["fid"])
+
+
+# --- DiffAugment -------------------------------------------------------------------------------------
+
+
+def test_diffaugment_is_differentiable_for_every_policy() -> None:
+    for policy in ("color", "translation", "cutout", "color,translation,cutout"):
+        x = torch.rand(4, 3, 16, 16, requires_grad=True)
+        DiffAugment(policy)(x).pow(2).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0, policy
+
+
+def test_translation_moves_content_within_the_ratio() -> None:
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, 0, 8, 8] = 1.0
+    out = translation(x, 0.125)  # at most 2 pixels on a 16-pixel side
+    assert torch.equal(out.sum(dim=(1, 2, 3)), torch.ones(64))  # moved, not lost
+    pos = out[:, 0].flatten(1).argmax(1)
+    dy, dx = pos // 16 - 8, pos % 16 - 8
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2
+    assert (dy != 0).any() and (dx != 0).any()  # per-sample shifts
+
+
+def test_cutout_zeroes_a_square_of_the_ratio() -> None:
+    out = cutout(torch.ones(8, 3, 16, 16), 0.5)
+    zeros = (out[:, 0] == 0).flatten(1).sum(1)
+    assert torch.equal(zeros, torch.full((8,), 64))  # an 8x8 square per image
+    assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)  # the same square in every channel
+
+
+def test_unknown_policy() -> None:
+    with pytest.raises(GanforgeError, match=r"DiffAugment policy \['blur'\] is unknown"):
+        DiffAugment("color,blur")
+
+
+@pytest.mark.slow
+def test_diffaugment_sees_real_and_fake_in_both_updates(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = DiffAugment.forward
+
+    def spy(self, x):
+        calls.append(x.shape[0])
+        return original(self, x)
+
+    monkeypatch.setattr(DiffAugment, "forward", spy)
+    metrics, _ = train(make_cfg("model/augment=diffaugment", "max_g_steps=4"))
+    assert math.isfinite(metrics["train/d_loss"])
+    assert len(calls) == 4 * 3  # per batch: real and fake in the D step, fake in the G step

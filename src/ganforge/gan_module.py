@@ -48,6 +48,7 @@ class GANLitModule(LightningModule):
         gradient_penalty: float = 0.0,
         r1_gamma: float = 0.0,
         ema_decay: float | None = None,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if d_steps_per_g < 1:
@@ -65,6 +66,7 @@ class GANLitModule(LightningModule):
         self.d_steps_per_g = d_steps_per_g
         self.gradient_penalty = gradient_penalty
         self.r1_gamma = r1_gamma
+        self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
         # grids and metrics come from it when it is on
         self.generator_ema = (
@@ -108,6 +110,10 @@ class GANLitModule(LightningModule):
         finally:
             net.train(was_training)
 
+    def judge(self, x: Tensor) -> Tensor:
+        """The discriminator's output on `x`, through the augmentation when there is one."""
+        return self.discriminator(x if self.augment is None else self.augment(x))
+
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g(self.generator.parameters())
         opt_d = self.optimizer_d(self.discriminator.parameters())
@@ -124,7 +130,7 @@ class GANLitModule(LightningModule):
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
                 fake = self.generator(self.sample_noise(n))
-            out_real, out_fake = self.discriminator(real), self.discriminator(fake)
+            out_real, out_fake = self.judge(real), self.judge(fake)
             d_loss = self.loss.d_loss(out_real, out_fake)
             penalties = {}
             if self.gradient_penalty:
@@ -151,7 +157,7 @@ class GANLitModule(LightningModule):
         if self.d_step % self.d_steps_per_g:
             return
         with self.toggled_optimizer(opt_g):
-            g_loss = self.loss.g_loss(self.discriminator(self.generator(self.sample_noise(n))))
+            g_loss = self.loss.g_loss(self.judge(self.generator(self.sample_noise(n))))
             self._check_finite("generator", g_loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
