@@ -60,6 +60,13 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, config: 
     return cfg
 
 
+def add_callback(cfg: DictConfig, cls: type) -> DictConfig:
+    """Add a test's own callback to a composed config; the config instantiates it like any other."""
+    with open_dict(cfg):
+        cfg.callbacks[cls.__name__] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One metrics cache per test session: the metric classifiers train once, not per test."""

@@ -10,7 +10,6 @@ from typing import ClassVar
 import pytest
 import torch
 from lightning.pytorch import Callback
-from omegaconf import open_dict
 
 from ganforge.augment import DiffAugment, cutout, translation
 from ganforge.errors import GanforgeError
@@ -18,7 +17,7 @@ from ganforge.evaluate import evaluate
 from ganforge.networks.dcgan import DCGANDiscriminator
 from ganforge.regularizers import gradient_penalty, r1_penalty
 from ganforge.train import train
-from tests.conftest import CONF, compose_train
+from tests.conftest import CONF, add_callback, compose_train
 
 W = torch.tensor([1.0, 2.0, 2.0])  # ||W|| = 3
 
@@ -77,9 +76,7 @@ class RecordGenerator(Callback):
 
 @pytest.mark.slow
 def test_ema_follows_the_documented_decay(make_cfg) -> None:
-    cfg = make_cfg("model.ema_decay=0.5", "max_g_steps=3")
-    with open_dict(cfg):
-        cfg.callbacks.recorder = {"_target_": f"{__name__}.RecordGenerator"}
+    cfg = add_callback(make_cfg("model.ema_decay=0.5", "max_g_steps=3"), RecordGenerator)
     RecordGenerator.after_g_step.clear()
     train(cfg)
     theta = RecordGenerator.after_g_step

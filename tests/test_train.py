@@ -12,11 +12,11 @@ from unittest import mock
 import pytest
 import torch
 from lightning.pytorch import Callback
-from omegaconf import open_dict
 
 from ganforge.errors import GanforgeError
 from ganforge.metrics.sample_quality import SampleQuality
 from ganforge.train import main, train
+from tests.conftest import add_callback
 
 
 def read_metrics(path: str) -> list[dict[str, str]]:
@@ -111,9 +111,7 @@ class BarTotals(Callback):
 @pytest.mark.slow
 def test_progress_bar_total_counts_batches_not_optimizer_steps(make_cfg) -> None:
     """3 G steps at 2 D steps per G step: 6 batches, although Lightning's max_steps is 9."""
-    cfg = make_cfg("model.d_steps_per_g=2", "max_g_steps=3")
-    with open_dict(cfg):
-        cfg.callbacks.bar_totals = {"_target_": f"{__name__}.BarTotals"}
+    cfg = add_callback(make_cfg("model.d_steps_per_g=2", "max_g_steps=3"), BarTotals)
     BarTotals.seen.clear()
     train(cfg)
     assert cfg.trainer.max_steps == 9 and BarTotals.seen == [6]
