@@ -42,6 +42,7 @@ SMALL_NETWORKS = {
     "dcgan": _SMALL_DCGAN,
     "lsgan": _SMALL_DCGAN,
     "wgan_gp": _SMALL_DCGAN,
+    "sngan": ["model.generator.width=16", "model.discriminator.width=16"],
     "mlp": ["model.generator.hidden_dims=[32,64,64]", "model.discriminator.hidden_dims=[64,32]"],
 }
 

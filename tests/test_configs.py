@@ -26,7 +26,7 @@ def data_overrides(data: str, tmp_path: Path) -> list[str]:
 
 
 def test_groups_are_complete() -> None:
-    assert options("model") == ["dcgan", "lsgan", "mlp", "wgan_gp"]
+    assert options("model") == ["dcgan", "lsgan", "mlp", "sngan", "wgan_gp"]
     assert options("data") == ["celeba", "cifar10", "digits", "fashion_mnist", "image_folder", "mnist"]
     assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu"]
     assert {"dcgan_mnist", "dcgan_celeba"} <= set(options("experiment"))

@@ -11,6 +11,7 @@ from torch import nn
 from ganforge.errors import GanforgeError
 from ganforge.networks.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganforge.networks.mlp import MLPDiscriminator, MLPGenerator
+from ganforge.networks.sngan import SNGANDiscriminator, SNGANGenerator
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64, 128])
@@ -60,3 +61,30 @@ def test_mlp_is_the_vanilla_gan() -> None:
     assert d_dims == [(784, 512), (512, 256), (256, 1)]
     x = g(torch.randn(5, 100))
     assert x.shape == (5, 1, 28, 28) and d(x).shape == (5,)
+
+
+@pytest.mark.parametrize("size", [8, 16, 32, 64])
+def test_sngan_shapes_and_depth(size: int) -> None:
+    g = SNGANGenerator(size, 3, latent_dim=16, width=8)
+    d = SNGANDiscriminator(size, 3, width=8)
+    x = g(torch.randn(2, 16))
+    assert x.shape == (2, 3, size, size) and x.abs().max() <= 1
+    assert d(x).shape == (2,)
+    assert len(g.blocks) == int(math.log2(size)) - 2  # one up-sampling block per doubling from 4x4
+    downs = sum(block.down for block in d.blocks)
+    assert size // 2**downs == (4 if size == 8 else 8)  # the critic ends at 8x8 (4x4 for 8x8 images)
+
+
+def test_sngan_critic_is_spectrally_normalised() -> None:
+    torch.manual_seed(0)
+    d = SNGANDiscriminator(16, 3, width=8).train()
+    for _ in range(30):
+        d(torch.randn(4, 3, 16, 16))
+    layers = [m for m in d.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in layers]
+    assert len(sigmas) == 8 and all(abs(s - 1) < 0.05 for s in sigmas), sigmas  # 3 + 2 + 2 convs, 1 linear
+
+
+def test_sngan_rejects_sizes_it_cannot_build() -> None:
+    with pytest.raises(GanforgeError, match=r"sngan cannot build 48x48 images"):
+        SNGANGenerator(48, 3)

@@ -16,12 +16,12 @@ from ganforge.errors import GanforgeError
 VALID_SIZES = tuple(2**k for k in range(3, 11))  # 8 ... 1024
 
 
-def num_doublings(image_size: int) -> int:
-    """Number of stride-2 layers between 4x4 and `image_size`; rejects sizes DCGAN cannot build."""
+def num_doublings(image_size: int, model: str = "dcgan") -> int:
+    """Number of doublings between 4x4 and `image_size`; rejects sizes these networks cannot build."""
     if image_size not in VALID_SIZES:
         sizes = ", ".join(map(str, VALID_SIZES))
         raise GanforgeError(
-            f"dcgan cannot build {image_size}x{image_size} images: data.image_size must be a power of two "
+            f"{model} cannot build {image_size}x{image_size} images: data.image_size must be a power of two "
             f"in {{{sizes}}} (e.g. data.image_size=64)"
         )
     return int(math.log2(image_size)) - 2
