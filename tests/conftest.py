@@ -43,6 +43,10 @@ SMALL_NETWORKS = {
     "lsgan": _SMALL_DCGAN,
     "wgan_gp": _SMALL_DCGAN,
     "sngan": ["model.generator.width=16", "model.discriminator.width=16"],
+    **{
+        m: ["model.generator.hidden_dims=[32,32]", "model.discriminator.hidden_dims=[32,32]"]
+        for m in ("mlp_2d", "wgan_gp_2d", "sngan_2d")
+    },
     "mlp": ["model.generator.hidden_dims=[32,64,64]", "model.discriminator.hidden_dims=[64,32]"],
 }
 

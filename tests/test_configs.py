@@ -26,15 +26,35 @@ def data_overrides(data: str, tmp_path: Path) -> list[str]:
 
 
 def test_groups_are_complete() -> None:
-    assert options("model") == ["dcgan", "lsgan", "mlp", "sngan", "wgan_gp"]
-    assert options("data") == ["celeba", "cifar10", "digits", "fashion_mnist", "image_folder", "mnist"]
+    assert options("model") == [
+        "dcgan",
+        "lsgan",
+        "mlp",
+        "mlp_2d",
+        "sngan",
+        "sngan_2d",
+        "wgan_gp",
+        "wgan_gp_2d",
+    ]
+    assert options("data") == [
+        "celeba", "cifar10", "digits", "fashion_mnist",
+        "gaussians_grid", "gaussians_ring", "image_folder", "mnist",
+    ]  # fmt: skip
     assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu"]
     assert {"dcgan_mnist", "dcgan_celeba"} <= set(options("experiment"))
     assert {"default", "fdr", "overfit", "limit"} <= set(options("debug"))
 
 
-@pytest.mark.parametrize("model", options("model"))
-@pytest.mark.parametrize("data", options("data"))
+POINT_MODELS = [m for m in options("model") if m.endswith("_2d")]
+IMAGE_MODELS = [m for m in options("model") if m not in POINT_MODELS]
+POINT_DATA = [d for d in options("data") if d.startswith("gaussians_")]
+IMAGE_DATA = [d for d in options("data") if d not in POINT_DATA]
+PAIRS = [(m, d) for m in IMAGE_MODELS for d in IMAGE_DATA] + [
+    (m, d) for m in POINT_MODELS for d in POINT_DATA
+]
+
+
+@pytest.mark.parametrize(("model", "data"), PAIRS)
 def test_model_data_pairs_instantiate(make_cfg, tmp_path: Path, model: str, data: str) -> None:
     cfg = make_cfg(f"model={model}", *data_overrides(data, tmp_path), fast=False)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
@@ -42,7 +62,8 @@ def test_model_data_pairs_instantiate(make_cfg, tmp_path: Path, model: str, data
     gan = instantiate(cfg.model)
     assert isinstance(gan, GANLitModule)
     z = torch.randn(2, gan.latent_dim)
-    assert gan.generator(z).shape == (2, dm.channels, dm.image_size, dm.image_size)
+    shape = (2, dm.dim) if data in POINT_DATA else (2, dm.channels, dm.image_size, dm.image_size)
+    assert gan.generator(z).shape == shape
     assert gan.discriminator(gan.generator(z)).shape == (2,)
 
 

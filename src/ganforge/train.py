@@ -99,7 +99,7 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
             where["last checkpoint"] = cb.last_model_path
         if isinstance(cb, SampleQualityCallback) and cb.best_g_step is not None:
             where["best checkpoint"] = (
-                f"{cb.best_path} (val/fid {cb.best_fid:.4g} at g_step {cb.best_g_step})"
+                f"{cb.best_path} (val/{cb.evaluator.primary} {cb.best_value:.4g} at g_step {cb.best_g_step})"
             )
         if isinstance(cb, SampleGrid) and cb.last_saved is not None:
             where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"

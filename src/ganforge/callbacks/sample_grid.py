@@ -29,8 +29,7 @@ class SampleGrid(Callback):
     def save(self, trainer: Trainer, module: GANLitModule) -> Path | None:
         if not trainer.is_global_zero or module.g_step == self.last_saved:
             return None
-        images = module.generate(module.fixed_noise)
-        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1))
+        grid = self.picture(trainer, module.generate(module.fixed_noise))
         path = self.path_for(module.g_step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
@@ -38,11 +37,21 @@ class SampleGrid(Callback):
         self.last_saved = module.g_step
         return path
 
+    def picture(self, trainer: Trainer, samples: torch.Tensor, real: bool = False) -> torch.Tensor:
+        """[3, H, W] in [0, 1]: the data module's own rendering (scatter plots for points) or a grid."""
+        render = getattr(trainer.datamodule, "render", None)
+        if render is not None:
+            return render(samples)
+        if real:  # uint8 training images
+            return make_grid(samples.float() / 255, nrow=self.nrow)
+        return make_grid(samples, nrow=self.nrow, normalize=True, value_range=(-1, 1))
+
     def save_real(self, trainer: Trainer, n: int) -> None:
-        """Real training images beside the samples, once: the target to compare grids against."""
+        """Real training data beside the samples, once: the target to compare grids against."""
         dataset = trainer.datamodule.data_train
-        images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))]).float() / 255
-        grid = make_grid(images, nrow=self.nrow)
+        grid = self.picture(
+            trainer, torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))]), real=True
+        )
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / "real.png")
         log_image(trainer.loggers, "real", grid, step=0)

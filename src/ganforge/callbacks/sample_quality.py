@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganforge.gan_module import GANLitModule
 from ganforge.metrics.evaluator import Evaluator, local_count
+from ganforge.metrics.mixture import MixtureEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ class SampleQualityCallback(Callback):
         )
         self.every_n_g_steps = every_n_g_steps
         self.best_path = Path(best_dirpath) / "best.ckpt"
-        self.evaluator: Evaluator | None = None
-        self.best_fid = math.inf
+        self.evaluator: Evaluator | MixtureEvaluator | None = None
+        self.best_value = math.inf
         self.best_g_step: int | None = None
         self.last_g_step: int | None = None
 
@@ -72,10 +73,11 @@ class SampleQualityCallback(Callback):
             self.settings["seed"] + trainer.global_rank,
             trainer.strategy.root_device,
         )
-        improved = values["fid"] < self.best_fid
+        primary = self.evaluator.primary  # fid for images, reverse_kl for the 2-D mixtures
+        improved = values[primary] < self.best_value
         if improved:
-            self.best_fid, self.best_g_step = values["fid"], g
-        logged = {f"val/{k}": v for k, v in values.items()} | {"val/fid_best": self.best_fid}
+            self.best_value, self.best_g_step = values[primary], g
+        logged = {f"val/{k}": v for k, v in values.items()} | {f"val/{primary}_best": self.best_value}
         # one row per evaluation in the loggers (Lightning's step column counts batches: d_step - 1);
         # self.log only feeds callback_metrics (sweeps, the return value) and the progress bar
         for logger in trainer.loggers:
@@ -86,8 +88,8 @@ class SampleQualityCallback(Callback):
             trainer.save_checkpoint(self.best_path, weights_only=False)  # all ranks call; one writes
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_fid": self.best_fid, "best_g_step": self.best_g_step}
+        return {"best_value": self.best_value, "best_g_step": self.best_g_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_fid = state_dict["best_fid"]
+        self.best_value = state_dict["best_value"]
         self.best_g_step = state_dict["best_g_step"]

@@ -25,6 +25,7 @@ from ganforge.metrics.features import (
     classifier_features,
     inception_weights_path,
 )
+from ganforge.metrics.mixture import MixtureEvaluator
 from ganforge.metrics.sample_quality import SampleQuality
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def local_count(total: int, rank: int, world_size: int) -> int:
 
 
 class Evaluator:
+    primary = "fid"  # the metric whose best value is tracked (val/fid_best) and checkpointed
+
     def __init__(self, network: FeatureNetwork, quality: SampleQuality, protocol: dict[str, Any]) -> None:
         self.network = network
         self.quality = quality
@@ -72,8 +75,11 @@ class Evaluator:
         device: torch.device,
         rank: int = 0,
         world_size: int = 1,
-    ) -> Evaluator | None:
-        """None when metrics are off. Trains/computes and caches what is missing (call on rank 0 first)."""
+    ) -> Evaluator | MixtureEvaluator | None:
+        """None when metrics are off. Trains/computes and caches what is missing (call on rank 0 first).
+        Point data (the 2-D mixtures) gets the mode-collapse metrics instead of feature metrics."""
+        if settings["feature_network"] != "none" and getattr(datamodule, "modes", None) is not None:
+            return MixtureEvaluator.build(settings, datamodule)
         name = choose_feature_network(settings["feature_network"], datamodule)
         if name == "none":
             return None

@@ -1,0 +1,89 @@
+"""The 2-D mixture benchmarks: data, PacGAN's mode metrics, scatter plots, and 2-D models training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganforge.datamodules.gaussians import GaussianMixtureDataModule
+from ganforge.errors import GanforgeError
+from ganforge.metrics.mixture import MixtureEvaluator, mixture_metrics, mode_counts
+from ganforge.train import train
+from tests.conftest import SMALL_NETWORKS
+
+
+@pytest.mark.parametrize(("kind", "n_modes", "std"), [("ring", 8, 0.02), ("grid", 25, 0.05)])
+def test_mixtures_match_the_literature(kind: str, n_modes: int, std: float) -> None:
+    dm = GaussianMixtureDataModule(kind, num_samples=20_000)
+    dm.setup()
+    points, labels = dm.data_train.tensors
+    assert dm.modes.shape == (n_modes, 2) and dm.std == std
+    assert torch.bincount(labels, minlength=n_modes).min() > 20_000 / n_modes * 0.8  # roughly uniform
+    offsets = points - dm.modes[labels]
+    assert offsets.std().item() == pytest.approx(std, rel=0.05)
+    if kind == "ring":
+        assert torch.allclose(dm.modes.norm(dim=1), torch.full((8,), 2.0))
+    else:
+        assert sorted(set(dm.modes[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+
+
+def test_mode_metrics_on_perfect_and_collapsed_samples() -> None:
+    dm = GaussianMixtureDataModule("grid")
+    g = torch.Generator().manual_seed(0)
+    perfect, _ = dm.sample(2500, g)
+    counts, total = mode_counts(perfect, dm.modes, dm.std)
+    m = mixture_metrics(counts, total, 20)
+    # a 2-D Gaussian sample lies within 3 std of its centre with probability 1 - exp(-4.5) = 98.9%
+    assert m["modes_covered"] == 25 and m["high_quality"] == pytest.approx(98.89, abs=0.7)
+    assert m["reverse_kl"] < 0.02
+
+    collapsed = dm.modes[3] + 0.1 * dm.std * torch.randn(2500, 2, generator=g)  # all well inside 3 std
+    collapsed[:10] = dm.modes[7]  # 10 stray samples: fewer than 20, so mode 7 is not covered
+    m = mixture_metrics(*mode_counts(collapsed, dm.modes, dm.std), 20)
+    assert m["modes_covered"] == 1
+    p = torch.tensor([2490, 10], dtype=torch.float64) / 2500
+    assert m["reverse_kl"] == pytest.approx((p * (p * 25).log()).sum().item())
+
+    far = torch.full((100, 2), 10.0)
+    m = mixture_metrics(*mode_counts(far, dm.modes, dm.std), 20)
+    assert m["high_quality"] == 0 and m["modes_covered"] == 0 and math.isinf(m["reverse_kl"])
+
+
+def test_evaluator_counts_every_sample() -> None:
+    dm = GaussianMixtureDataModule("ring")
+    evaluator = MixtureEvaluator(dm.modes, dm.std, 20, 1000)
+    g = torch.Generator().manual_seed(1)
+
+    def exact(z: torch.Tensor) -> torch.Tensor:  # samples on the modes, from the noise's batch size
+        return dm.sample(len(z), g)[0]
+
+    result = evaluator.evaluate(exact, 2, 1000, 300, 0, torch.device("cpu"))
+    assert result["modes_covered"] == 8 and result["high_quality"] == pytest.approx(98.89, abs=1.0)
+
+
+def test_scatter_plot_and_bad_settings() -> None:
+    dm = GaussianMixtureDataModule("ring", plot_size=128)
+    image = dm.render(torch.randn(50, 2))
+    assert image.shape == (3, 128, 128) and image.min() >= 0 and image.max() <= 1 and image.min() < 1
+    with pytest.raises(GanforgeError, match=r"data.kind='spiral' is unknown"):
+        GaussianMixtureDataModule("spiral")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mlp_2d", "wgan_gp_2d", "sngan_2d"])
+@pytest.mark.parametrize("data", ["gaussians_ring", "gaussians_grid"])
+def test_2d_models_train_and_report_mode_metrics(make_cfg, model: str, data: str) -> None:
+    cfg = make_cfg(
+        f"model={model}", f"data={data}", *SMALL_NETWORKS[model], "max_g_steps=4", "trainer.accelerator=cpu",
+        "trainer.log_every_n_steps=1", "logger=csv", "metrics.num_samples=500", "extras.print_config=false",
+        "callbacks.sample_quality.every_n_g_steps=2", "optimized_metric=val/reverse_kl_best", fast=False,
+    )  # fmt: skip
+    returned_metrics, where = train(cfg)
+    assert {"val/modes_covered", "val/high_quality", "val/reverse_kl", "val/reverse_kl_best"} <= set(
+        returned_metrics
+    )
+    assert all(math.isfinite(returned_metrics[k]) for k in ("train/d_loss", "train/g_loss"))
+    assert Path(where["sample grids"].split(" (")[0], "real.png").is_file()  # scatter plots, not grids
