@@ -24,9 +24,10 @@ def run(data: str, model: str, seed: int, g_steps: int) -> dict[str, float]:
     cmd = [
         sys.executable, str(ROOT / "train.py"), f"data={data}", f"model={model}", f"seed={seed}",
         f"data.seed={seed}", f"max_g_steps={g_steps}", "logger=csv", "metrics.num_samples=2500",
-        f"callbacks.sample_quality.every_n_g_steps={g_steps}", f"callbacks.sample_grid.every_n_g_steps={g_steps}",
-        "callbacks.rich_progress_bar=null", "optimized_metric=val/reverse_kl_best", "extras.print_config=false",
-        "task_name=bench", f"hydra.run.dir={out}",
+        f"callbacks.sample_quality.every_n_g_steps={g_steps}",
+        f"callbacks.sample_grid.every_n_g_steps={g_steps}", "callbacks.rich_progress_bar=null",
+        "optimized_metric=val/reverse_kl_best", "extras.print_config=false", "task_name=bench",
+        f"hydra.run.dir={out}",
     ]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = [r for r in csv.DictReader((out / "csv" / "metrics.csv").open()) if r.get(KEYS[0])]
