@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,13 @@ def run(data: str, model: str, seed: int, g_steps: int) -> dict[str, float]:
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+    """mean ± std over the finite values; seeds with an infinite value (no high-quality sample at all,
+    so reverse KL is undefined) are counted, not averaged away."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return f"inf ({len(values)}/{len(values)} seeds)"
+    text = f"{statistics.mean(finite):.2f} ± {statistics.stdev(finite) if len(finite) > 1 else 0:.2f}"
+    return text + (f" (+{len(values) - len(finite)} seeds inf)" if len(finite) < len(values) else "")
 
 
 def main() -> None:
