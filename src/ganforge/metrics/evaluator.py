@@ -25,7 +25,7 @@ from ganforge.metrics.features import (
     classifier_features,
     inception_weights_path,
 )
-from ganforge.metrics.mixture import MixtureEvaluator
+from ganforge.metrics.mixture import MixtureEvaluator, generated
 from ganforge.metrics.sample_quality import SampleQuality
 
 log = logging.getLogger(__name__)
@@ -136,16 +136,10 @@ class Evaluator:
     ) -> dict[str, float]:
         """Generate `num_samples` on this rank from seeded noise and return every metric (a collective)."""
         self.quality.reset()
-        rng = torch.Generator(device=device).manual_seed(seed)
-        for n in _chunks(num_samples, batch_size):
-            z = torch.randn(n, latent_dim, generator=rng, device=device)
-            features, logits = self.network(generate(z))
+        for samples in generated(generate, latent_dim, num_samples, batch_size, seed, device):
+            features, logits = self.network(samples)
             self.quality.update(features, logits, real=False)
         return self.quality.compute()
-
-
-def _chunks(total: int, size: int) -> list[int]:
-    return [min(size, total - start) for start in range(0, total, size)]
 
 
 @torch.no_grad()

@@ -7,12 +7,28 @@ modes' share of high-quality samples with the (uniform) true distribution, KL(ge
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+
+def generated(
+    generate: Callable[[Tensor], Tensor],
+    latent_dim: int,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> Iterator[Tensor]:
+    """`num_samples` generated samples in batches, from noise seeded independently of training's RNG."""
+    rng = torch.Generator(device=device).manual_seed(seed)
+    for start in range(0, num_samples, batch_size):
+        yield generate(
+            torch.randn(min(batch_size, num_samples - start), latent_dim, generator=rng, device=device)
+        )
 
 
 def mode_counts(samples: Tensor, modes: Tensor, std: float) -> tuple[Tensor, int]:
@@ -57,14 +73,10 @@ class MixtureEvaluator:
         seed: int,
         device: torch.device,
     ) -> dict[str, float]:
-        rng = torch.Generator(device=device).manual_seed(seed)
         counts = torch.zeros(len(self.modes), dtype=torch.float64, device=device)
         total = torch.zeros((), dtype=torch.float64, device=device)
-        for start in range(0, num_samples, batch_size):
-            n = min(batch_size, num_samples - start)
-            c, t = mode_counts(
-                generate(torch.randn(n, latent_dim, generator=rng, device=device)), self.modes, self.std
-            )
+        for samples in generated(generate, latent_dim, num_samples, batch_size, seed, device):
+            c, t = mode_counts(samples, self.modes, self.std)
             counts += c
             total += t
         if dist.is_available() and dist.is_initialized():  # every rank's share counts once
