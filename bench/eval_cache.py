@@ -30,7 +30,13 @@ def once(settings: dict, datamodule, model, device: torch.device) -> float:
     start = time.perf_counter()
     evaluator = Evaluator.build(settings, datamodule, device)
     evaluator.evaluate(
-        model.generate, model.latent_dim, settings["num_samples"], settings["batch_size"], 0, device
+        model.generate,
+        model.latent_dim,
+        settings["num_samples"],
+        settings["batch_size"],
+        0,
+        device,
+        model.num_classes,
     )
     return time.perf_counter() - start
 

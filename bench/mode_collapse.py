@@ -48,7 +48,7 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["gaussians_grid", "gaussians_ring"])
-    parser.add_argument("--models", nargs="+", default=["mlp_2d", "wgan_gp_2d", "sngan_2d"])
+    parser.add_argument("--models", nargs="+", default=["mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--g-steps", type=int, default=8000)
     args = parser.parse_args()

@@ -8,11 +8,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 import ganforge.config
 
@@ -38,14 +40,17 @@ FAST = [
 ]
 
 _SMALL_DCGAN = ["model.generator.base_channels=8", "model.discriminator.base_channels=8"]
+_SMALL_SNGAN = ["model.generator.width=16", "model.discriminator.width=16"]
 SMALL_NETWORKS = {
     "dcgan": _SMALL_DCGAN,
     "lsgan": _SMALL_DCGAN,
     "wgan_gp": _SMALL_DCGAN,
-    "sngan": ["model.generator.width=16", "model.discriminator.width=16"],
+    "cdcgan": _SMALL_DCGAN,
+    "sngan": _SMALL_SNGAN,
+    "csngan": _SMALL_SNGAN,
     **{
         m: ["model.generator.hidden_dims=[32,32]", "model.discriminator.hidden_dims=[32,32]"]
-        for m in ("mlp_2d", "wgan_gp_2d", "sngan_2d")
+        for m in ("mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d")
     },
     "mlp": ["model.generator.hidden_dims=[32,64,64]", "model.discriminator.hidden_dims=[64,32]"],
 }
@@ -109,3 +114,29 @@ def run_script(tmp_path: Path, cache_dir: Path) -> Callable[..., subprocess.Comp
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
     return run
+
+
+SHAPES = ("bottom_right", "top_left", "top_right")  # ImageFolder's label order: sorted folder names
+
+
+def write_shapes(root: Path, per_class: int = 100, size: int = 16, seed: int = 0) -> Path:
+    """An easy labelled image set as PNG class folders: a bright square in one corner per class,
+    jittered by up to 1 pixel, on dark noise."""
+    rng = np.random.default_rng(seed)
+    corners = {"bottom_right": (9, 9), "top_left": (1, 1), "top_right": (1, 9)}
+    for name in SHAPES:
+        (root / name).mkdir(parents=True)
+        top, left = corners[name]
+        for i in range(per_class):
+            image = rng.integers(0, 40, (size, size), dtype=np.uint8)
+            dy, dx = rng.integers(-1, 2, 2)
+            image[top + dy : top + dy + 6, left + dx : left + dx + 6] = 255
+            Image.fromarray(image).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def shapes_data(root: Path) -> list[str]:
+    return [
+        "data=image_folder", f"data.data_dir={root}", "data.channels=1", "data.image_size=16",
+        "data.val_fraction=0.1", "data.test_fraction=0.2", "data.num_workers=0", "data.batch_size=32",
+    ]  # fmt: skip

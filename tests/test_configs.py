@@ -27,15 +27,9 @@ def data_overrides(data: str, tmp_path: Path) -> list[str]:
 
 def test_groups_are_complete() -> None:
     assert options("model") == [
-        "dcgan",
-        "lsgan",
-        "mlp",
-        "mlp_2d",
-        "sngan",
-        "sngan_2d",
-        "wgan_gp",
-        "wgan_gp_2d",
-    ]
+        "cdcgan", "csngan", "dcgan", "lsgan", "mlp", "mlp_2d", "pacgan_2d", "sngan", "sngan_2d",
+        "wgan_gp", "wgan_gp_2d",
+    ]  # fmt: skip
     assert options("data") == [
         "celeba", "cifar10", "digits", "fashion_mnist",
         "gaussians_grid", "gaussians_ring", "image_folder", "mnist",
@@ -61,10 +55,12 @@ def test_model_data_pairs_instantiate(make_cfg, tmp_path: Path, model: str, data
     dm = instantiate(cfg.data)
     gan = instantiate(cfg.model)
     assert isinstance(gan, GANLitModule)
-    z = torch.randn(2, gan.latent_dim)
-    shape = (2, dm.dim) if data in POINT_DATA else (2, dm.channels, dm.image_size, dm.image_size)
-    assert gan.generator(z).shape == shape
-    assert gan.discriminator(gan.generator(z)).shape == (2,)
+    z = torch.randn(4, gan.latent_dim)
+    labels = gan.balanced_labels(4) if gan.conditional else None
+    shape = (4, dm.dim) if data in POINT_DATA else (4, dm.channels, dm.image_size, dm.image_size)
+    assert gan(z, labels).shape == shape
+    pack = getattr(gan.discriminator, "pack", 1)  # PacGAN: one output per pack of samples
+    assert gan.discriminate(gan(z, labels), labels).shape == (4 // pack,)
 
 
 @pytest.mark.parametrize("loss", options("model/loss"))

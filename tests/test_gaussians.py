@@ -11,6 +11,7 @@ import torch
 from ganforge.datamodules.gaussians import GaussianMixtureDataModule
 from ganforge.errors import GanforgeError
 from ganforge.metrics.mixture import MixtureEvaluator, mixture_metrics, mode_counts
+from ganforge.networks.points import PointDiscriminator
 from ganforge.train import train
 from tests.conftest import SMALL_NETWORKS
 
@@ -73,7 +74,7 @@ def test_scatter_plot_and_bad_settings() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["mlp_2d", "wgan_gp_2d", "sngan_2d"])
+@pytest.mark.parametrize("model", ["mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d"])
 @pytest.mark.parametrize("data", ["gaussians_ring", "gaussians_grid"])
 def test_2d_models_train_and_report_mode_metrics(make_cfg, model: str, data: str) -> None:
     cfg = make_cfg(
@@ -87,3 +88,18 @@ def test_2d_models_train_and_report_mode_metrics(make_cfg, model: str, data: str
     )
     assert all(math.isfinite(returned_metrics[k]) for k in ("train/d_loss", "train/g_loss"))
     assert Path(where["sample grids"].split(" (")[0], "real.png").is_file()  # scatter plots, not grids
+
+
+def test_pacgan_judges_packs_of_samples() -> None:
+    d = PointDiscriminator(dim=2, hidden_dims=[8], pack=4)
+    x = torch.randn(12, 2)
+    assert d(x).shape == (3,)
+    # one score per pack: changing a sample changes only its own pack's score
+    y = x.clone()
+    y[5] += 1.0
+    changed = (d(x) != d(y)).tolist()
+    assert changed == [False, True, False]
+    with pytest.raises(GanforgeError, match=r"make data\.batch_size a multiple of 4"):
+        d(torch.randn(10, 2))
+    with pytest.raises(GanforgeError, match="pack must be >= 1"):
+        PointDiscriminator(pack=0)

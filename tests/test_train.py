@@ -124,9 +124,9 @@ def test_metrics_during_training(make_cfg, monkeypatch: pytest.MonkeyPatch) -> N
     calls: list[set[str]] = []
     original = SampleQuality.update
 
-    def spy(self, features, logits, real):
+    def spy(self, features, logits, real, labels=None):
         calls.append({frame.function for frame in inspect.stack()})
-        return original(self, features, logits, real)
+        return original(self, features, logits, real, labels)
 
     monkeypatch.setattr(SampleQuality, "update", spy)
     cfg = make_cfg(

@@ -59,6 +59,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         settings["batch_size"],
         settings["seed"],
         device,
+        model.num_classes,
     )
     protocol = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),

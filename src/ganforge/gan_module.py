@@ -1,15 +1,20 @@
-"""`GANLitModule`: one training module for every unconditional GAN, with alternating manual updates.
+"""`GANLitModule`: one training module for every GAN, with alternating manual updates.
 
 Step accounting. Every batch drives one discriminator update; every `d_steps_per_g`-th batch also
 drives one generator update. So each discriminator update sees fresh real data, and after `g`
 generator updates exactly `g * d_steps_per_g` discriminator updates have run. Lightning's
 `global_step` counts *optimizer* steps of both networks, i.e. `g * (d_steps_per_g + 1)`; ganforge's
 own counters `g_step`/`d_step` are what budgets, sample grids and checkpoint names refer to.
+
+Conditional models (`num_classes` set) pass class labels to both networks: the discriminator sees
+real images with their labels and fakes with the labels they were generated for, which are the
+real batch's labels (so generated classes follow the data's class frequencies).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import torch
@@ -49,8 +54,17 @@ class GANLitModule(LightningModule):
         r1_gamma: float = 0.0,
         ema_decay: float | None = None,
         augment: nn.Module | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        networks = {"generator": generator, "discriminator": discriminator}
+        built_for = {name: getattr(net, "num_classes", None) for name, net in networks.items()}
+        if any(n != num_classes for n in built_for.values()):
+            found = ", ".join(f"{k} {v}" for k, v in built_for.items())
+            raise GanforgeError(
+                f"model.num_classes={num_classes} but the networks are built for {found} classes; set "
+                "num_classes once, at model.num_classes (the networks' configs read it from there)"
+            )
         if d_steps_per_g < 1:
             raise GanforgeError(f"model.d_steps_per_g must be >= 1, got {d_steps_per_g}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -67,6 +81,7 @@ class GANLitModule(LightningModule):
         self.gradient_penalty = gradient_penalty
         self.r1_gamma = r1_gamma
         self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
+        self.num_classes = num_classes
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
         # grids and metrics come from it when it is on
         self.generator_ema = (
@@ -83,16 +98,45 @@ class GANLitModule(LightningModule):
             num_fixed_samples, generator.latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed)
         )
         self.register_buffer("fixed_noise", noise)  # persistent: saved in (and restored from) checkpoints
+        if num_classes is not None:  # grid column j shows class j (the grid has num_classes columns)
+            self.register_buffer("fixed_labels", self.balanced_labels(num_fixed_samples, torch.device("cpu")))
 
     @property
     def latent_dim(self) -> int:
         return self.generator.latent_dim
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.generator(z)
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.generator(z, labels) if self.conditional else self.generator(z)
 
     def sample_noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
+
+    def balanced_labels(self, n: int, device: torch.device | None = None) -> Tensor:
+        """0, 1, ..., K-1, 0, 1, ...: every class equally often (to within one)."""
+        return torch.arange(n, device=device or self.device) % self.num_classes
+
+    def setup(self, stage: str) -> None:
+        """A conditional model needs labelled data with exactly its number of classes."""
+        if not self.conditional or self._trainer is None or self.trainer.datamodule is None:
+            return
+        data = self.trainer.datamodule
+        have = getattr(data, "num_classes", None)
+        name = getattr(data, "name", type(data).__name__)
+        if not have or have < 2:
+            raise GanforgeError(
+                f"this model is class-conditional but {name} has no class labels; train an unconditional "
+                "model (e.g. model=dcgan) or use labelled data (mnist, fashion_mnist, cifar10, digits, "
+                "image_folder with one sub-folder per class)"
+            )
+        if have != self.num_classes:
+            raise GanforgeError(
+                f"model.num_classes={self.num_classes} but {name} has {have} classes; "
+                f"set model.num_classes={have}"
+            )
 
     @property
     def sampling_generator(self) -> nn.Module:
@@ -100,19 +144,35 @@ class GANLitModule(LightningModule):
         return self.generator if self.generator_ema is None else self.generator_ema.module
 
     @torch.no_grad()
-    def generate(self, z: Tensor) -> Tensor:
-        """Images for `z` in [-1, 1], with the generator in eval mode (batch-norm running statistics)."""
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Samples for `z` (images in [-1, 1]), with the generator in eval mode (batch-norm running
+        statistics). Conditional models generate class `labels[i]` for `z[i]`; balanced classes when
+        no labels are given. Unconditional models refuse labels."""
+        z = z.to(self.device)
+        if not self.conditional and labels is not None:
+            raise GanforgeError(
+                "labels were given to an unconditional model; only cdcgan/csngan-style models take them"
+            )
+        if self.conditional:
+            labels = self.balanced_labels(len(z)) if labels is None else labels.to(self.device)
+            if labels.shape != (len(z),) or labels.min() < 0 or labels.max() >= self.num_classes:
+                raise GanforgeError(
+                    f"labels must be {len(z)} class indices in [0, {self.num_classes}), one per noise vector"
+                )
         net = self.sampling_generator
         was_training = net.training
         net.eval()
         try:
-            return net(z.to(self.device))
+            return net(z, labels) if self.conditional else net(z)
         finally:
             net.train(was_training)
 
-    def judge(self, x: Tensor) -> Tensor:
+    def judge(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """The discriminator's output on `x`, through the augmentation when there is one."""
-        return self.discriminator(x if self.augment is None else self.augment(x))
+        return self.discriminate(x if self.augment is None else self.augment(x), labels)
+
+    def discriminate(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.discriminator(x, labels) if self.conditional else self.discriminator(x)
 
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g(self.generator.parameters())
@@ -124,20 +184,22 @@ class GANLitModule(LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real = batch[0]
+        labels = batch[1] if self.conditional else None
         opt_g, opt_d = self.optimizers()
         n = real.shape[0]
 
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
-                fake = self.generator(self.sample_noise(n))
-            out_real, out_fake = self.judge(real), self.judge(fake)
+                fake = self(self.sample_noise(n), labels)
+            out_real, out_fake = self.judge(real, labels), self.judge(fake, labels)
             d_loss = self.loss.d_loss(out_real, out_fake)
             penalties = {}
+            critic = partial(self.discriminate, labels=labels)  # penalties act on D itself, unaugmented
             if self.gradient_penalty:
-                penalties["train/gp"] = gradient_penalty(self.discriminator, real, fake)
+                penalties["train/gp"] = gradient_penalty(critic, real, fake)
                 d_loss = d_loss + self.gradient_penalty * penalties["train/gp"]
             if self.r1_gamma:
-                penalties["train/r1"] = r1_penalty(self.discriminator, real)
+                penalties["train/r1"] = r1_penalty(critic, real)
                 d_loss = d_loss + 0.5 * self.r1_gamma * penalties["train/r1"]
             self._check_finite("discriminator", d_loss)
             opt_d.zero_grad(set_to_none=True)
@@ -157,7 +219,7 @@ class GANLitModule(LightningModule):
         if self.d_step % self.d_steps_per_g:
             return
         with self.toggled_optimizer(opt_g):
-            g_loss = self.loss.g_loss(self.judge(self.generator(self.sample_noise(n))))
+            g_loss = self.loss.g_loss(self.judge(self(self.sample_noise(n), labels), labels))
             self._check_finite("generator", g_loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)

@@ -1,4 +1,5 @@
 """Save a grid of samples from the module's fixed noise every N generator steps (and at the end).
+Conditional models get one column per class.
 
 The same noise at every step makes grids comparable over training; it lives in the checkpoint, so
 a resumed run continues the same sequence.
@@ -29,7 +30,11 @@ class SampleGrid(Callback):
     def save(self, trainer: Trainer, module: GANLitModule) -> Path | None:
         if not trainer.is_global_zero or module.g_step == self.last_saved:
             return None
-        grid = self.picture(trainer, module.generate(module.fixed_noise))
+        if module.conditional:  # one column per class
+            samples = module.generate(module.fixed_noise, module.fixed_labels)
+            grid = self.picture(trainer, samples, nrow=module.num_classes)
+        else:
+            grid = self.picture(trainer, module.generate(module.fixed_noise))
         path = self.path_for(module.g_step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
@@ -37,14 +42,17 @@ class SampleGrid(Callback):
         self.last_saved = module.g_step
         return path
 
-    def picture(self, trainer: Trainer, samples: torch.Tensor, real: bool = False) -> torch.Tensor:
+    def picture(
+        self, trainer: Trainer, samples: torch.Tensor, real: bool = False, nrow: int | None = None
+    ) -> torch.Tensor:
         """[3, H, W] in [0, 1]: the data module's own rendering (scatter plots for points) or a grid."""
         render = getattr(trainer.datamodule, "render", None)
         if render is not None:
             return render(samples)
+        nrow = nrow or self.nrow
         if real:  # uint8 training images
-            return make_grid(samples.float() / 255, nrow=self.nrow)
-        return make_grid(samples, nrow=self.nrow, normalize=True, value_range=(-1, 1))
+            return make_grid(samples.float() / 255, nrow=nrow)
+        return make_grid(samples, nrow=nrow, normalize=True, value_range=(-1, 1))
 
     def save_real(self, trainer: Trainer, n: int) -> None:
         """Real training data beside the samples, once: the target to compare grids against."""

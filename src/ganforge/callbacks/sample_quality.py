@@ -72,6 +72,7 @@ class SampleQualityCallback(Callback):
             self.settings["batch_size"],
             self.settings["seed"] + trainer.global_rank,
             trainer.strategy.root_device,
+            module.num_classes,
         )
         primary = self.evaluator.primary  # fid for images, reverse_kl for the 2-D mixtures
         improved = values[primary] < self.best_value

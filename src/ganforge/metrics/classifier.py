@@ -79,11 +79,26 @@ def fit_classifier(
 ) -> SmallCNN:
     """Adam + cross-entropy (cosine schedule) on uint8 (image, label) data; deterministic per seed.
     Trains `epochs` passes, or `max_steps` optimizer steps if that comes first (large data sets)."""
-    torch.manual_seed(seed)
     model.to(device).train()
     steps = epochs * -(-len(train) // batch_size)
     if max_steps is not None:
         steps = min(steps, max_steps)
+    with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG (e.g. GAN training) untouched
+        torch.manual_seed(seed)
+        _fit(model, train, device, epochs, lr, batch_size, seed, steps)
+    return model.eval()
+
+
+def _fit(
+    model: SmallCNN,
+    train: Dataset,
+    device: torch.device,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    steps: int,
+) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     step = 0
@@ -101,4 +116,3 @@ def fit_classifier(
         log.info("classifier epoch %d: %d steps, train loss %.4f", epoch + 1, step, total / seen)
         if step == steps:
             break
-    return model.eval()

@@ -127,18 +127,22 @@ class Evaluator:
     @torch.no_grad()
     def evaluate(
         self,
-        generate: Callable[[Tensor], Tensor],
+        generate: Callable[..., Tensor],
         latent_dim: int,
         num_samples: int,
         batch_size: int,
         seed: int,
         device: torch.device,
+        num_classes: int | None = None,
     ) -> dict[str, float]:
-        """Generate `num_samples` on this rank from seeded noise and return every metric (a collective)."""
+        """Generate `num_samples` on this rank from seeded noise and return every metric (a collective).
+        Conditional models (`num_classes`) generate balanced classes; with classifier features the
+        share the classifier assigns to the requested class is `class_accuracy`."""
         self.quality.reset()
-        for samples in generated(generate, latent_dim, num_samples, batch_size, seed, device):
+        batches = generated(generate, latent_dim, num_samples, batch_size, seed, device, num_classes)
+        for samples, labels in batches:
             features, logits = self.network(samples)
-            self.quality.update(features, logits, real=False)
+            self.quality.update(features, logits, real=False, labels=labels)
         return self.quality.compute()
 
 

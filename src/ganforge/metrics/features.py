@@ -134,7 +134,11 @@ def classifier_features(
     path = (
         Path(cache_dir) / "classifiers" / f"{datamodule.name}_{datamodule.image_size}px_{cache_key(key)}.pt"
     )
-    model = SmallCNN(datamodule.channels, datamodule.num_classes, settings["width"], settings["feature_dim"])
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, not from the caller's RNG state
+        torch.manual_seed(settings["seed"])
+        model = SmallCNN(
+            datamodule.channels, datamodule.num_classes, settings["width"], settings["feature_dim"]
+        )
     if path.is_file():
         stored = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(stored["state_dict"])

@@ -16,19 +16,23 @@ from torch import Tensor
 
 
 def generated(
-    generate: Callable[[Tensor], Tensor],
+    generate: Callable[..., Tensor],
     latent_dim: int,
     num_samples: int,
     batch_size: int,
     seed: int,
     device: torch.device,
-) -> Iterator[Tensor]:
-    """`num_samples` generated samples in batches, from noise seeded independently of training's RNG."""
+    num_classes: int | None = None,
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """`num_samples` generated samples in batches, from noise seeded independently of training's RNG.
+    Conditional models (`num_classes`) get `generate(z, labels)` with labels balanced over all samples,
+    unconditional ones `generate(z)`."""
     rng = torch.Generator(device=device).manual_seed(seed)
     for start in range(0, num_samples, batch_size):
-        yield generate(
-            torch.randn(min(batch_size, num_samples - start), latent_dim, generator=rng, device=device)
-        )
+        n = min(batch_size, num_samples - start)
+        z = torch.randn(n, latent_dim, generator=rng, device=device)
+        labels = None if num_classes is None else torch.arange(start, start + n, device=device) % num_classes
+        yield (generate(z) if labels is None else generate(z, labels)), labels
 
 
 def mode_counts(samples: Tensor, modes: Tensor, std: float) -> tuple[Tensor, int]:
@@ -66,16 +70,18 @@ class MixtureEvaluator:
     @torch.no_grad()
     def evaluate(
         self,
-        generate: Callable[[Tensor], Tensor],
+        generate: Callable[..., Tensor],
         latent_dim: int,
         num_samples: int,
         batch_size: int,
         seed: int,
         device: torch.device,
+        num_classes: int | None = None,
     ) -> dict[str, float]:
         counts = torch.zeros(len(self.modes), dtype=torch.float64, device=device)
         total = torch.zeros((), dtype=torch.float64, device=device)
-        for samples in generated(generate, latent_dim, num_samples, batch_size, seed, device):
+        batches = generated(generate, latent_dim, num_samples, batch_size, seed, device, num_classes)
+        for samples, _ in batches:
             c, t = mode_counts(samples, self.modes, self.std)
             counts += c
             total += t

@@ -1,4 +1,5 @@
-"""FID (and optionally KID, IS) through torchmetrics, plus class coverage, on precomputed features.
+"""FID (and optionally KID, IS) through torchmetrics, plus class coverage (and, for conditional
+models, class accuracy), on precomputed features.
 
 Features are extracted once per image by a `FeatureNetwork` and handed to torchmetrics through a
 pass-through "feature extractor", so one network pass serves every metric and the real-data
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -103,6 +105,8 @@ class SampleQuality(nn.Module):
             InceptionScore(feature=PassThrough(num_classes), splits=is_splits) if inception_score else None
         )
         self.coverage = ClassCoverage(num_classes, coverage_min_share) if coverage else None
+        # conditional models: how often the classifier sees the requested class
+        self.class_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
     def check_counts(self, num_samples: int, num_reference: int) -> None:
         """Refuse sample counts the metrics cannot work with (instead of NaN or a late crash)."""
@@ -123,7 +127,8 @@ class SampleQuality(nn.Module):
                 f"use at least {2 * self.is_splits} samples or fewer splits"
             )
 
-    def update(self, features: Tensor, logits: Tensor, real: bool) -> None:
+    def update(self, features: Tensor, logits: Tensor, real: bool, labels: Tensor | None = None) -> None:
+        """`labels`: the classes a conditional generator was asked for (generated samples only)."""
         self.fid.update(features, real=real)
         if self.kid is not None:
             self.kid.update(features, real=real)
@@ -131,6 +136,8 @@ class SampleQuality(nn.Module):
             self.inception_score.update(logits)
         if self.coverage is not None:
             self.coverage.update(logits, real=real)
+            if labels is not None and not real:
+                self.class_accuracy.update(logits, labels)
 
     def compute(self) -> dict[str, float]:
         """All metrics; a collective under DDP (every rank must call it)."""
@@ -143,6 +150,8 @@ class SampleQuality(nn.Module):
                 results["is"], results["is_std"] = self.inception_score.compute()
         if self.coverage is not None:
             results.update(self.coverage.compute())
+        if self.class_accuracy.update_count:
+            results["class_accuracy"] = self.class_accuracy.compute()
         values = {k: float(v) for k, v in results.items()}
         if not math.isfinite(values["fid"]):
             raise FloatingPointError("FID is not finite: generated samples contain NaN/inf")
@@ -150,7 +159,7 @@ class SampleQuality(nn.Module):
 
     def reset(self) -> None:
         """Forget generated samples; real statistics stay."""
-        for metric in (self.fid, self.kid, self.inception_score, self.coverage):
+        for metric in (self.fid, self.kid, self.inception_score, self.coverage, self.class_accuracy):
             if metric is not None:
                 metric.reset()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from itertools import pairwise
 
+import torch
 from torch import Tensor, nn
 
 from ganforge.errors import GanforgeError
@@ -44,7 +45,17 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def check_num_classes(num_classes: int | None) -> None:
+    if num_classes is not None and num_classes < 2:
+        raise GanforgeError(
+            f"model.num_classes must be >= 2 for a conditional model (or null), got {num_classes}"
+        )
+
+
 class DCGANGenerator(nn.Module):
+    """`num_classes` set: class-conditional (cDCGAN, Mirza & Osindero 2014), a learned class embedding
+    of `embed_dim` concatenated to the noise."""
+
     def __init__(
         self,
         image_size: int,
@@ -52,12 +63,18 @@ class DCGANGenerator(nn.Module):
         latent_dim: int = 100,
         base_channels: int = 64,
         max_channels: int = 512,
+        num_classes: int | None = None,
+        embed_dim: int = 50,
     ) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
+        check_num_classes(num_classes)
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
         widths = _widths(image_size, base_channels, max_channels)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], 4, 1, 0, bias=False),
+            nn.ConvTranspose2d(
+                latent_dim + (embed_dim if num_classes else 0), widths[0], 4, 1, 0, bias=False
+            ),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         ]
@@ -71,8 +88,10 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z.view(z.shape[0], self.latent_dim, 1, 1))
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.net(z[:, :, None, None])
 
 
 NORMS = ("batch", "layer", "none")
@@ -88,6 +107,9 @@ def _norm(kind: str, channels: int) -> list[nn.Module]:
 
 
 class DCGANDiscriminator(nn.Module):
+    """`num_classes` set: a projection discriminator (Miyato & Koyama 2018): the unconditional output
+    plus the inner product of a class embedding with the sum-pooled last features."""
+
     def __init__(
         self,
         image_size: int,
@@ -96,8 +118,11 @@ class DCGANDiscriminator(nn.Module):
         max_channels: int = 512,
         norm: str = "batch",
         spectral_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
         if norm not in NORMS:
             raise GanforgeError(
                 f"model.discriminator.norm={norm!r} is unknown; use one of {', '.join(NORMS)}"
@@ -109,11 +134,18 @@ class DCGANDiscriminator(nn.Module):
             layers += [conv, *_norm(norm, w_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0)]
         self.net = nn.Sequential(*layers)
+        self.embed = nn.Embedding(num_classes, widths[-1]) if num_classes else None
         self.apply(dcgan_init)
+        if self.embed is not None:  # Xavier, as in the projection discriminator's reference code
+            nn.init.xavier_uniform_(self.embed.weight)
         if spectral_norm:  # Miyato et al. 2018: every layer's largest singular value kept at 1
-            for module in self.net:
-                if isinstance(module, nn.Conv2d):
+            for module in [*self.net, self.embed]:
+                if isinstance(module, nn.Conv2d | nn.Embedding):
                     nn.utils.parametrizations.spectral_norm(module)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).flatten()
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is None:
+            return self.net(x).flatten()
+        h = self.net[:-1](x)
+        projection = (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
+        return self.net[-1](h).flatten() + projection
