@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from ganforge.augment import DiffAugment, cutout, translation
+from ganforge.diffaugment import DiffAugment, cutout, translation
 from ganforge.errors import GanforgeError
 from ganforge.evaluate import evaluate
 from ganforge.networks.dcgan import DCGANDiscriminator

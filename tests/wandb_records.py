@@ -63,3 +63,14 @@ def config(path: Path) -> dict[str, Any]:
 def exit_code(path: Path) -> int | None:
     codes = [r.exit.exit_code for r in records(path) if r.WhichOneof("record_type") == "exit"]
     return codes[-1] if codes else None
+
+
+def summary(path: Path) -> dict[str, Any]:
+    """The run summary (values set with `run.summary[...]`, and the last logged value of each key)."""
+    merged: dict[str, Any] = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "summary":
+            merged |= {
+                "/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.summary.update
+            }
+    return merged

@@ -1,84 +1,214 @@
-"""DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image the
-discriminator sees — real and generated, in both the D and the G update — so D cannot memorise a
-small training set and G still receives gradients through the augmentation.
+"""The augment task: does synthetic data help a classifier trained on scarce real data?
 
-Policies: `color` (brightness, saturation, contrast), `translation` (shift by up to
-`translation_ratio` of the size, zero fill), `cutout` (a zeroed square of `cutout_ratio` of the
-size). Each sample draws its own parameters.
+Trains the downstream classifier (the metrics classifier's architecture) with the same number of steps
+on (a) the real training set, (b) real + synthetic at each ratio (synthetic images per real image) and
+(c) synthetic only — the Classification Accuracy Score of Ravuri & Vinyals (2019) — and reports test
+accuracy on the real test set over several seeds.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import rich
+import rich.table
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
 
-from ganforge.errors import GanforgeError
+from ganforge import synthetic
+from ganforge.config import instantiate, register_resolvers
+from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels, resize_uint8
+from ganforge.errors import GanforgeError, one_line_errors
+from ganforge.evaluate import pick_device
+from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
+from ganforge.tracking import wandb_offline
 
-POLICIES = ("color", "translation", "cutout")
+log = logging.getLogger(__name__)
 
+register_resolvers()
 
-def _uniform(x: Tensor, low: float, high: float) -> Tensor:
-    return torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(low, high)
-
-
-def color(x: Tensor) -> Tensor:
-    x = x + _uniform(x, -0.5, 0.5)  # brightness
-    mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * _uniform(x, 0.0, 2.0) + mean  # saturation
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * _uniform(x, 0.5, 1.5) + mean  # contrast
-
-
-def translation(x: Tensor, ratio: float) -> Tensor:
-    n, _, h, w = x.shape
-    max_dy, max_dx = round(h * ratio), round(w * ratio)
-    dy = torch.randint(-max_dy, max_dy + 1, (n, 1, 1), device=x.device)
-    dx = torch.randint(-max_dx, max_dx + 1, (n, 1, 1), device=x.device)
-    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy + 1).clamp(0, h + 1)
-    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx + 1).clamp(0, w + 1)
-    padded = F.pad(x, [1, 1, 1, 1])  # a zero border: shifted-in pixels read from it
-    batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+Result = dict[str, Any]
 
 
-def cutout(x: Tensor, ratio: float) -> Tensor:
-    n, _, h, w = x.shape
-    size_h, size_w = round(h * ratio), round(w * ratio)
-    top = torch.randint(0, h - size_h + 1, (n, 1, 1), device=x.device)
-    left = torch.randint(0, w - size_w + 1, (n, 1, 1), device=x.device)
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = (rows >= top) & (rows < top + size_h) & (cols >= left) & (cols < left + size_w)
-    return x * (~inside).unsqueeze(1).to(x.dtype)
+def training_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """(uint8 images, labels) of a data set: tensor sets are sliced, file sets decoded once."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0], dataset.tensors[1]
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return images, labels_of(dataset)
 
 
-class DiffAugment(nn.Module):
-    def __init__(
-        self,
-        policy: str = "color,translation,cutout",
-        translation_ratio: float = 0.125,
-        cutout_ratio: float = 0.5,
-    ) -> None:
-        super().__init__()
-        self.policies = [p.strip() for p in policy.split(",") if p.strip()]
-        unknown = sorted(set(self.policies) - set(POLICIES))
-        if unknown:
+def load_synthetic(folder: str, datamodule: ImageDataModule) -> tuple[Tensor, Tensor]:
+    """A synthetic set in the real data's format (channels, size), refused when its labels cannot be
+    the real data's classes."""
+    images, labels, _ = synthetic.load(folder)
+    if len(labels) == 0 or labels.min() < 0:
+        raise GanforgeError(
+            f"synthetic_dir={folder} has no class labels (an unconditional model's export); export from "
+            "a conditional model (model=cdcgan or csngan) to train a classifier on it"
+        )
+    if labels.max() >= datamodule.num_classes:
+        raise GanforgeError(
+            f"synthetic_dir={folder} has class {int(labels.max())} but {datamodule.name} has "
+            f"{datamodule.num_classes} classes; export from a model trained on {datamodule.name}"
+        )
+    if images.shape[1:] != (datamodule.channels, datamodule.image_size, datamodule.image_size):
+        log.info("synthetic images %s converted to the real data's format", tuple(images.shape[1:]))
+        images = resize_uint8(match_channels(images, datamodule.channels), datamodule.image_size)
+    return images, labels
+
+
+def train_sets(
+    real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor] | None, ratios: list[float], seed: int,
+    synthetic_only: bool,
+) -> list[tuple[str, float | None, TensorDataset]]:  # fmt: skip
+    """(setting, ratio, training set) rows; each seed draws its own synthetic subset per ratio."""
+    n_real = len(real[1])
+    rows: list[tuple[str, float | None, TensorDataset]] = [("real", 0.0, TensorDataset(*real))]
+    if fake is None:
+        return rows
+    n_fake = len(fake[1])
+    order = torch.randperm(n_fake, generator=torch.Generator().manual_seed(seed))
+    for ratio in ratios:
+        k = round(ratio * n_real)
+        if k > n_fake:
             raise GanforgeError(
-                f"DiffAugment policy {unknown} is unknown; use a comma list of {', '.join(POLICIES)}"
+                f"ratio {ratio} needs {k} synthetic images ({n_real} real), the synthetic set has {n_fake}; "
+                f"export more (generate.py num_samples={k}) or lower the ratios"
             )
-        self.translation_ratio = translation_ratio
-        self.cutout_ratio = cutout_ratio
+        pick = order[:k]
+        mixed = (torch.cat([real[0], fake[0][pick]]), torch.cat([real[1], fake[1][pick]]))
+        rows.append((f"real + synthetic x{ratio:g}", ratio, TensorDataset(*mixed)))
+    if synthetic_only:
+        rows.append(("synthetic only (CAS)", None, TensorDataset(*fake)))
+    return rows
 
-    def forward(self, x: Tensor) -> Tensor:
-        for policy in self.policies:
-            if policy == "color":
-                x = color(x)
-            elif policy == "translation":
-                x = translation(x, self.translation_ratio)
-            else:
-                x = cutout(x, self.cutout_ratio)
-        return x
 
-    def extra_repr(self) -> str:
-        return f"policy={','.join(self.policies)}"
+def run(
+    datamodule: ImageDataModule, synthetic_dir: str | None, settings: dict[str, Any], device: torch.device
+) -> list[Result]:
+    """One result per (setting, seed): training-set sizes and real test accuracy."""
+    if not datamodule.num_classes or datamodule.num_classes < 2:
+        raise GanforgeError(f"augment.py needs labelled data, and {datamodule.name} has no classes")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if datamodule.data_test is None or len(datamodule.data_test) == 0:
+        raise GanforgeError(f"augment.py measures on the real test split, and {datamodule.name} has none")
+    real = training_tensors(datamodule.data_train)
+    fake = load_synthetic(synthetic_dir, datamodule) if synthetic_dir else None
+    net, ratios = settings["classifier"], sorted(settings["ratios"])
+    if any(r <= 0 for r in ratios):
+        raise GanforgeError(f"ratios are synthetic images per real image and must be positive, got {ratios}")
+    results = []
+    for seed in settings["seeds"]:
+        for setting, ratio, train in train_sets(real, fake, ratios, seed, settings["synthetic_only"]):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = SmallCNN(
+                    datamodule.channels, datamodule.num_classes, net["width"], net["feature_dim"]
+                )
+            epochs = math.ceil(net["steps"] / math.ceil(len(train) / net["batch_size"]))
+            fit_classifier(
+                model, train, device, epochs, net["lr"], net["batch_size"], seed, max_steps=net["steps"]
+            )
+            n_fake = len(train) - len(real[1]) if ratio is not None else len(train)
+            results.append({
+                "setting": setting,
+                "ratio": ratio,
+                "real images": len(train) - n_fake,
+                "synthetic images": n_fake,
+                "seed": seed,
+                "test accuracy": accuracy(model, datamodule.data_test, device),
+            })  # fmt: skip
+            log.info("%s, seed %d: test accuracy %.4f", setting, seed, results[-1]["test accuracy"])
+    return results
+
+
+def summarise(results: list[Result]) -> list[Result]:
+    """Mean ± std of test accuracy per setting, in the order the settings were run."""
+    rows: dict[str, Result] = {}
+    for r in results:
+        row = rows.setdefault(
+            r["setting"], {k: r[k] for k in ("setting", "ratio", "real images", "synthetic images")}
+        )
+        row.setdefault("accuracies", []).append(r["test accuracy"])
+    for row in rows.values():
+        acc = row.pop("accuracies")
+        row |= {
+            "seeds": len(acc),
+            "mean": statistics.mean(acc),
+            "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+        }
+    return list(rows.values())
+
+
+def save(results: list[Result], summary: list[Result], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, rows in (("results.csv", results), ("summary.csv", summary)):
+        path = out_dir / name
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        paths.append(path)
+    return paths
+
+
+def print_table(summary: list[Result], title: str) -> None:
+    table = rich.table.Table(title=title)
+    for column in ("setting", "real images", "synthetic images", "seeds", "test accuracy"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for row in summary:
+        table.add_row(
+            row["setting"], str(row["real images"]), str(row["synthetic images"]), str(row["seeds"]),
+            f"{row['mean']:.4f} ± {row['std']:.4f}",
+        )  # fmt: skip
+    rich.print(table)
+
+
+def log_wandb(results: list[Result], summary: list[Result], cfg: DictConfig, out_dir: Path) -> str | None:
+    """The two tables and each setting's mean accuracy as a W&B run; the `wandb sync` command if offline."""
+    import wandb
+
+    offline = wandb_offline()
+    run = wandb.init(
+        project=cfg.wandb.project, entity=cfg.wandb.entity, job_type="augment", name=out_dir.name,
+        dir=str(out_dir), mode="offline" if offline else "online",
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )  # fmt: skip
+    for key, rows in (("results", results), ("summary", summary)):
+        run.log({key: wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])})
+    for row in summary:
+        run.summary[f"test_accuracy/{row['setting']}"] = row["mean"]
+    sync = f"wandb sync {run.settings.sync_dir}" if offline else None
+    run.finish()
+    return sync
+
+
+def augment(cfg: DictConfig, out_dir: Path) -> list[Result]:
+    datamodule = instantiate(cfg.data)
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    results = run(datamodule, cfg.synthetic_dir, settings, pick_device(cfg.device))
+    summary = summarise(results)
+    print_table(summary, f"{datamodule.name}: real test accuracy by training set")
+    files = save(results, summary, out_dir)
+    log.info("saved %s", ", ".join(map(str, files)))
+    if cfg.wandb.enabled:
+        sync = log_wandb(results, summary, cfg, out_dir)
+        if sync:
+            log.info("W&B (offline): upload with: %s", sync)
+    return summary
+
+
+def main(cfg: DictConfig) -> list[Result]:
+    """Entry point behind the root `augment.py`: user mistakes end in one line and exit code 1."""
+    with one_line_errors():
+        return augment(cfg, Path(cfg.paths.output_dir))

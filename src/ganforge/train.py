@@ -26,6 +26,7 @@ from ganforge.config import instantiate, instantiate_group, print_config_tree, r
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.sweep import in_multirun, write_job_record
+from ganforge.synthesize import check_synthesize, synthesize
 from ganforge.tracking import check_logger_config, finish, log_run_metadata
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
 
     check_logger_config(cfg.get("logger"))
     datamodule = instantiate(cfg.data)
+    if cfg.get("synthesize"):
+        check_synthesize(cfg, datamodule)
     model = instantiate(cfg.model)
     callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg)]
     loggers = instantiate_group(cfg.get("logger"))
@@ -142,6 +145,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     where = report(trainer, cfg)
     for command in finish(trainer, failed=False):
         where["W&B (offline)"] = f"upload with: {command}"
+    if cfg.get("synthesize") and rank_zero_only.rank == 0:
+        where |= synthesize(cfg, trainer)
     return metrics, where
 
 

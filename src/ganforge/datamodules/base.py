@@ -26,6 +26,11 @@ def to_signed_unit(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def to_uint8(images: Tensor) -> Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounded (the inverse of `to_signed_unit` up to quantisation)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def match_channels(images: Tensor, channels: int) -> Tensor:
     """Convert a uint8 batch [N, C, H, W] between grayscale and RGB."""
     have = images.shape[1]
@@ -56,7 +61,8 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[Tensor]
 
 
 class ImageDataModule(LightningDataModule):
-    """Base: subclasses fill `data_train`, `data_val`, `data_test` in `setup` and set `num_classes`."""
+    """Base: subclasses fill `data_train`, `data_val`, `data_test` in `setup`, set `num_classes`, and
+    end `setup` with `self.keep_train_fraction()`."""
 
     num_classes: int | None = None
 
@@ -68,10 +74,16 @@ class ImageDataModule(LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
+        train_fraction: float = 1.0,
+        train_fraction_seed: int = 0,
     ) -> None:
         super().__init__()
         if image_size < 1 or batch_size < 1:
             raise GanforgeError("data.image_size and data.batch_size must be positive")
+        if not 0 < train_fraction <= 1:
+            raise GanforgeError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
+        self.train_fraction = train_fraction
+        self.train_fraction_seed = train_fraction_seed
         self.data_dir = data_dir
         self.image_size = image_size
         self.channels = channels
@@ -90,6 +102,34 @@ class ImageDataModule(LightningDataModule):
         """Finish a decoded uint8 batch (channels, size) and keep it as a tensor data set."""
         images = resize_uint8(match_channels(images, self.channels), self.image_size)
         return TensorDataset(images, labels.long())
+
+    def keep_train_fraction(self) -> None:
+        """The scarce-data setting: keep `train_fraction` of the training images (train + val splits,
+        e.g. MNIST's 60,000), the same number from every class, drawn from the train split (seeded)."""
+        if self.train_fraction == 1 or self.data_train is None:
+            return
+        total = len(self.data_train) + len(self.data_val or [])
+        labels = labels_of(self.data_train)
+        classes = self.num_classes if self.num_classes and self.num_classes > 1 else 1
+        per_class = round(self.train_fraction * total / classes)
+        what = f"data.train_fraction={self.train_fraction} of {total} {self.name} training images"
+        if per_class < 1:
+            raise GanforgeError(f"{what} leaves no image per class; raise data.train_fraction")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.train_fraction_seed))
+        if classes == 1:
+            keep = order[:per_class]
+        else:
+            picks = []
+            for c in range(classes):
+                of_class = order[labels[order] == c]
+                if len(of_class) < per_class:
+                    raise GanforgeError(
+                        f"{what} needs {per_class} images of class {c}, the train split has "
+                        f"{len(of_class)}; lower data.train_fraction"
+                    )
+                picks.append(of_class[:per_class])
+            keep = torch.cat(picks).sort().values
+        self.data_train = subset(self.data_train, keep)
 
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
         if dataset is None:
@@ -125,6 +165,15 @@ class ImageDataModule(LightningDataModule):
         return to_signed_unit(images), labels
 
 
+def labels_of(dataset: Dataset) -> Tensor:
+    """The labels of a ganforge data set, without decoding any image."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    return torch.as_tensor(dataset.labels)  # ImageFiles
+
+
 def subset(dataset: Dataset, indices: Tensor) -> Dataset:
     """A split of `dataset`; tensor data sets are sliced (contiguous, fast) rather than wrapped."""
     if isinstance(dataset, TensorDataset):
@@ -145,11 +194,9 @@ class TorchvisionDataModule(ImageDataModule):
         val_size: int = 5000,
         split_seed: int = 0,
         download: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(data_dir, image_size, channels, batch_size, num_workers, pin_memory)
+        super().__init__(data_dir, image_size, channels, **kwargs)
         self.val_size = val_size
         self.split_seed = split_seed
         self.download = download
@@ -201,6 +248,7 @@ class TorchvisionDataModule(ImageDataModule):
         train, val = split_indices(n, [self.val_size / n], self.split_seed)
         self.data_train, self.data_val = subset(full, train), subset(full, val)
         self.data_test = self._load(train=False)
+        self.keep_train_fraction()
 
 
 def fingerprint(dataset: Dataset) -> str:

@@ -21,11 +21,9 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__("", image_size, channels, batch_size, num_workers, pin_memory)
+        super().__init__("", image_size, channels, **kwargs)
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
 
@@ -37,3 +35,4 @@ class DigitsDataModule(ImageDataModule):
         full = self.in_memory(images, torch.from_numpy(labels))
         train, val, test = split_indices(len(labels), self.fractions, self.split_seed)
         self.data_train, self.data_val, self.data_test = (subset(full, i) for i in (train, val, test))
+        self.keep_train_fraction()

@@ -91,11 +91,10 @@ class FileImageDataModule(ImageDataModule):
         channels: int = 3,
         in_memory: bool | str = "auto",
         skip_unreadable: bool = False,
-        batch_size: int = 64,
         num_workers: int = 2,
-        pin_memory: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(data_dir, image_size, channels, batch_size, num_workers, pin_memory)
+        super().__init__(data_dir, image_size, channels, num_workers=num_workers, **kwargs)
         if channels not in (1, 3):  # files are decoded as "L" or "RGB"
             raise GanforgeError(f"data.channels={channels} is not supported for image files; use 1 or 3")
         if in_memory not in (True, False, "auto"):
@@ -138,3 +137,4 @@ class FileImageDataModule(ImageDataModule):
             dataset = ImageFiles(files, labels, self.transform(), self.channels, self.skip_unreadable)
             datasets[name] = self._decode_all(dataset) if in_memory else dataset
         self.data_train, self.data_val, self.data_test = datasets["train"], datasets["val"], datasets["test"]
+        self.keep_train_fraction()

@@ -113,6 +113,9 @@ def _fit(
             total, seen, step = total + loss.item() * labels.numel(), seen + labels.numel(), step + 1
             if step == steps:
                 break
-        log.info("classifier epoch %d: %d steps, train loss %.4f", epoch + 1, step, total / seen)
+        log.debug("classifier epoch %d: %d steps, train loss %.4f", epoch + 1, step, total / seen)
         if step == steps:
             break
+    log.info(
+        "classifier trained: %d steps on %d images, last-epoch loss %.4f", step, len(train), total / seen
+    )

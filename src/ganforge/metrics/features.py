@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ganforge.cache import atomic_save, cache_key
-from ganforge.datamodules.base import ImageDataModule, fingerprint
+from ganforge.datamodules.base import ImageDataModule, fingerprint, to_uint8
 from ganforge.errors import GanforgeError
 from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
 
@@ -32,7 +32,7 @@ def inception_weights_path() -> Path:
 
 def to_uint8_rgb(images: Tensor) -> Tensor:
     """[-1, 1] float -> uint8 [0, 255] with 3 channels (grayscale repeated), as Inception expects."""
-    images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 

@@ -1,0 +1,83 @@
+"""The synthetic-data chain after training (`synthesize=default`): export a labelled synthetic set from
+the trained checkpoint, then measure it with the downstream classifier on the same real data the GAN
+was trained on (its scarce subset included) — one command from data to the augment table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from ganforge.augment import augment
+from ganforge.callbacks.sample_quality import SampleQualityCallback
+from ganforge.errors import GanforgeError
+from ganforge.generate import EXPORT_KEYS, export_checkpoint
+from ganforge.synthetic import class_counts
+
+log = logging.getLogger(__name__)
+
+
+def check_synthesize(cfg: DictConfig, datamodule: LightningDataModule) -> None:
+    """Refuse, before training, a chain that could only fail after it."""
+    if cfg.model.get("num_classes") is None:
+        raise GanforgeError(
+            "synthesize needs a conditional model (model=cdcgan or csngan): an unconditional model's "
+            "samples have no labels for the downstream classifier"
+        )
+    export, ratios = cfg.synthesize.export, cfg.synthesize.downstream.ratios
+    counts = OmegaConf.to_object(export.counts) if export.counts else None
+    have = sum(class_counts(export.num_samples, cfg.model.num_classes, counts))
+    if not ratios:
+        return
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    n_real = len(datamodule.data_train)
+    need = round(max(ratios) * n_real)
+    if need > have:
+        raise GanforgeError(
+            f"synthesize.downstream.ratios up to {max(ratios)} need {need} synthetic images ({n_real} "
+            f"real), but synthesize.export exports {have}; raise synthesize.export.num_samples to {need}"
+        )
+
+
+def trained_checkpoint(trainer: Trainer, which: str) -> Path:
+    """`best` (by the sample-quality metric; the last one when nothing was evaluated) or `last`."""
+    if which not in ("best", "last"):
+        raise GanforgeError(f"synthesize.checkpoint must be best or last, got {which}")
+    best = [cb.best_path for cb in trainer.callbacks if isinstance(cb, SampleQualityCallback)]
+    if which == "best" and best and best[0].is_file():
+        return best[0]
+    last = [cb.last_model_path for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    if not last or not last[0]:
+        raise GanforgeError(
+            "synthesize needs a checkpoint: keep callbacks.model_checkpoint (save_last: true)"
+        )
+    if which == "best":
+        log.info("no best checkpoint (no sample-quality evaluation): synthesizing from the last one")
+    return Path(last[0])
+
+
+def synthesize(cfg: DictConfig, trainer: Trainer) -> dict[str, str]:
+    """Export, then augment; returns where the outputs went."""
+    settings = cfg.synthesize
+    ckpt = trained_checkpoint(trainer, settings.checkpoint)
+    export = OmegaConf.to_container(settings.export, resolve=True)
+    out_dir = Path(settings.out_dir)
+    manifest = export_checkpoint(ckpt, out_dir, {k: export[k] for k in EXPORT_KEYS}, False, settings.device)
+    log.info("exported %d synthetic samples from %s to %s", manifest["num_samples"], ckpt, out_dir)
+    augment_cfg = OmegaConf.create({
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "synthetic_dir": str(out_dir),
+        "device": settings.device,
+        "wandb": {"enabled": "wandb" in (cfg.get("logger") or {}), "project": "ganforge", "entity": None},
+        **OmegaConf.to_container(settings.downstream, resolve=True),
+    })  # fmt: skip
+    if augment_cfg.wandb.enabled:
+        augment_cfg.wandb.project = cfg.logger.wandb.project
+        augment_cfg.wandb.entity = cfg.logger.wandb.entity
+    results_dir = Path(cfg.paths.output_dir) / "augment"
+    augment(augment_cfg, results_dir)
+    return {"synthetic data": str(out_dir), "augment table": str(results_dir / "summary.csv")}
