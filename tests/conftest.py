@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 import ganforge.config
+from ganforge.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -140,3 +141,22 @@ def shapes_data(root: Path) -> list[str]:
         "data=image_folder", f"data.data_dir={root}", "data.channels=1", "data.image_size=16",
         "data.val_fraction=0.1", "data.test_fraction=0.2", "data.num_workers=0", "data.batch_size=32",
     ]  # fmt: skip
+
+
+def trained(tmp_path: Path, cache_dir: Path, *overrides: str, fast: list[str] = FAST) -> Path:
+    """A tiny model trained for a few steps (digits at 16x16 unless told); its last checkpoint."""
+    model = next(o.split("=", 1)[1] for o in overrides if o.startswith("model="))
+    paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={cache_dir}"]
+    cfg = compose_train([*paths, *fast, *SMALL_NETWORKS[model], "metrics=none", *overrides], tmp_path / "run")
+    train(cfg)
+    return tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine where nobody ran `wandb login`: no key, no netrc, no WANDB_MODE."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")

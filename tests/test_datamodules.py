@@ -612,3 +612,60 @@ def test_nothing_readable(tmp_path: Path) -> None:
     dm = folder_module(tmp_path, in_memory=False, skip_unreadable=True)
     with user_error(r"none of the 3 images .* is readable"):
         dm.data_train[0]
+
+
+# --- data.train_fraction: the scarce-data setting -----------------------------------------------------
+
+
+def test_train_fraction_keeps_equally_many_of_every_class_from_the_train_split() -> None:
+    full = DigitsDataModule()
+    full.setup()
+    scarce = DigitsDataModule(train_fraction=0.1)
+    scarce.setup()
+    # 10% of the 1,618 training images (train + val splits) over 10 classes: 16 per class
+    assert scarce.data_train.tensors[1].bincount().tolist() == [16] * 10
+    kept = {tuple(x.flatten().tolist()) for x in scarce.data_train.tensors[0]}
+    assert kept <= {tuple(x.flatten().tolist()) for x in full.data_train.tensors[0]}
+    assert len(scarce.data_val) == len(full.data_val) and len(scarce.data_test) == len(full.data_test)
+
+    again, other = (
+        DigitsDataModule(train_fraction=0.1),
+        DigitsDataModule(train_fraction=0.1, train_fraction_seed=1),
+    )
+    again.setup(), other.setup()
+    assert torch.equal(again.data_train.tensors[0], scarce.data_train.tensors[0])  # seeded
+    assert not torch.equal(other.data_train.tensors[0], scarce.data_train.tensors[0])
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_train_fraction_on_files_and_unlabelled_folders(tmp_path: Path, in_memory: bool) -> None:
+    for i in range(10):
+        write_image(tmp_path / "labelled" / "cat" / f"{i}.png", solid(RED))
+        write_image(tmp_path / "labelled" / "dog" / f"{i}.png", solid(BLUE))
+        write_image(tmp_path / "flat" / f"{i}.png", solid((20 * i, 0, 0)))
+    labelled = folder_module(tmp_path / "labelled", train_fraction=0.3, in_memory=in_memory)
+    labels = [labelled.data_train[i][1] for i in range(len(labelled.data_train))]
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1]
+    flat = folder_module(tmp_path / "flat", train_fraction=0.3, in_memory=in_memory, val_fraction=0.2)
+    assert len(flat.data_train) == 3 and len(flat.data_val) == 2
+
+
+@pytest.mark.parametrize(
+    ("fraction", "message"),
+    [
+        (0.0, r"data.train_fraction must be in \(0, 1\]"),
+        (1.5, r"data.train_fraction must be in \(0, 1\]"),
+        (0.001, "leaves no image per class; raise data.train_fraction"),
+    ],
+)
+def test_train_fraction_mistakes(fraction: float, message: str) -> None:
+    with user_error(message):
+        DigitsDataModule(train_fraction=fraction).setup()
+
+
+def test_train_fraction_needs_enough_images_of_every_class(tmp_path: Path) -> None:
+    for i in range(10):
+        write_image(tmp_path / "many" / f"{i}.png", solid(RED))
+    write_image(tmp_path / "few" / "0.png", solid(BLUE))
+    with user_error("needs 5 images of class 0, the train split has 1; lower data.train_fraction"):
+        folder_module(tmp_path, train_fraction=0.9)

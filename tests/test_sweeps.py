@@ -16,13 +16,6 @@ from tests.conftest import FAST, SMALL_NETWORKS
 SWEEP_FAST = [*FAST, *SMALL_NETWORKS["dcgan"], "max_g_steps=2", "callbacks.sample_quality.every_n_g_steps=2"]
 
 
-@pytest.fixture
-def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-
-
 def sweep_dir(tmp_path: Path) -> Path:
     (path,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     return path

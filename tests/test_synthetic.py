@@ -17,19 +17,9 @@ from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError
 from ganforge.generate import export_checkpoint
 from ganforge.synthetic import MANIFEST, class_counts, file_sha256, load
-from ganforge.train import train
-from tests.conftest import FAST, SMALL_NETWORKS, compose_train
+from tests.conftest import trained
 
 SETTINGS = {"num_samples": 25, "counts": None, "seed": 0, "format": "png", "batch_size": 7}
-
-
-def trained(tmp_path: Path, cache_dir: Path, *overrides: str, fast: list[str] = FAST) -> Path:
-    """A tiny model trained for a few steps (digits at 16x16 unless told); its last checkpoint."""
-    model = next(o.split("=", 1)[1] for o in overrides if o.startswith("model="))
-    paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={cache_dir}"]
-    cfg = compose_train([*paths, *fast, *SMALL_NETWORKS[model], "metrics=none", *overrides], tmp_path / "run")
-    train(cfg)
-    return tmp_path / "run" / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")

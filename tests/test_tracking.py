@@ -13,16 +13,6 @@ from ganforge.train import train
 from tests import wandb_records
 
 
-@pytest.fixture
-def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A machine where nobody ran `wandb login`: no key, no netrc, no WANDB_MODE."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
-    for var in ("WANDB_MODE", "WANDB_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-
-
 def run_file(output_dir: str) -> Path:
     (path,) = Path(output_dir, "wandb").glob("offline-run-*/run-*.wandb")
     return path

@@ -217,7 +217,8 @@ def _read_image(path: str, folder: str | Path) -> Tensor:
 
 def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
     """(uint8 images [N, C, H, W], labels [N], class names) of an export, or of any image-folder tree
-    (class sub-folders named by index map to that index; other names in sorted order, as ImageFolder)."""
+    (class sub-folders named by index map to that index; other names in sorted order, as ImageFolder;
+    an unconditional model's export has labels -1)."""
     root = Path(folder)
     if not root.is_dir():
         raise GanforgeError(f"synthetic_dir={folder} is not a folder; make one with generate.py")
@@ -241,4 +242,6 @@ def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
     if len(shapes) > 1:
         raise GanforgeError(f"images in {folder} differ in size or channels ({sorted(shapes)}); export again")
     labels = torch.tensor([to_label[c] for _, c in tree.samples], dtype=torch.long)
+    if tree.classes == [UNLABELLED] or manifest.get("classes") == []:
+        labels = torch.full_like(labels, -1)  # an unconditional model's export: no class labels
     return torch.stack(images), labels, tree.classes
