@@ -14,8 +14,9 @@ from lightning.pytorch import Callback
 from ganforge.diffaugment import DiffAugment, cutout, translation
 from ganforge.errors import GanforgeError
 from ganforge.evaluate import evaluate
+from ganforge.gan_module import GANLitModule
 from ganforge.networks.dcgan import DCGANDiscriminator
-from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
 from ganforge.train import train
 from tests.conftest import CONF, add_callback, compose_train, shapes_data, write_shapes
 
@@ -45,6 +46,34 @@ def test_r1_penalty() -> None:
     quadratic = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731 - gradient x: R1 = mean ||x||^2
     x = torch.randn(6, 3)
     assert r1_penalty(quadratic, x).item() == pytest.approx(x.pow(2).sum(1).mean().item(), rel=1e-6)
+
+
+def test_mode_seeking_ratio_is_image_distance_over_noise_distance() -> None:
+    z = torch.tensor([[0.0, 0.0], [1.0, 3.0]])  # pair (z[0], z[1]): mean |dz| = 2
+    fake = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 5.0]], requires_grad=True)  # mean |dG| = 2
+    ratio = mode_seeking_ratio(fake, z)
+    assert ratio.item() == pytest.approx(1.0)
+    (1 / ratio).backward()  # the penalty pushes the pair's images apart
+    assert fake.grad[0].sum() > 0 and fake.grad[1].sum() < 0
+    same = mode_seeking_ratio(torch.ones(4, 3), torch.randn(4, 2))  # noise ignored: ratio 0
+    assert same.item() == 0.0
+
+
+def test_mode_seeking_pairs_share_their_class(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    original = GANLitModule.forward
+
+    def spy(self, z, labels=None):
+        if torch.is_grad_enabled():  # the generator update (D's fakes are made under no_grad)
+            seen.append(labels.clone())
+        return original(self, z, labels)
+
+    monkeypatch.setattr(GANLitModule, "forward", spy)
+    metrics, _ = train(make_cfg("model=cdcgan", "model.mode_seeking=1.0", "max_g_steps=2"))
+    assert "train/mode_seeking_ratio" in metrics and math.isfinite(metrics["train/g_loss"])
+    for labels in seen:
+        h = len(labels) // 2
+        assert torch.equal(labels[:h], labels[h : 2 * h])
 
 
 def test_spectral_norm_keeps_the_largest_singular_value_at_one() -> None:

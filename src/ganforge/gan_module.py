@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge.errors import GanforgeError
 from ganforge.losses import GANLoss
-from ganforge.regularizers import gradient_penalty, r1_penalty
+from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -52,6 +52,7 @@ class GANLitModule(LightningModule):
         fixed_noise_seed: int = 0,
         gradient_penalty: float = 0.0,
         r1_gamma: float = 0.0,
+        mode_seeking: float = 0.0,
         ema_decay: float | None = None,
         augment: nn.Module | None = None,
         num_classes: int | None = None,
@@ -80,6 +81,7 @@ class GANLitModule(LightningModule):
         self.d_steps_per_g = d_steps_per_g
         self.gradient_penalty = gradient_penalty
         self.r1_gamma = r1_gamma
+        self.mode_seeking = mode_seeking
         self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
         self.num_classes = num_classes
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
@@ -219,7 +221,16 @@ class GANLitModule(LightningModule):
         if self.d_step % self.d_steps_per_g:
             return
         with self.toggled_optimizer(opt_g):
-            g_loss = self.loss.g_loss(self.judge(self(self.sample_noise(n), labels), labels))
+            z = self.sample_noise(n)
+            if self.mode_seeking and labels is not None:  # pairs (i, i + n/2) share their class
+                h = n // 2
+                labels = torch.cat([labels[:h], labels[:h], labels[2 * h :]])
+            fake = self(z, labels)
+            g_loss = self.loss.g_loss(self.judge(fake, labels))
+            if self.mode_seeking:
+                ratio = mode_seeking_ratio(fake, z)
+                self.log("train/mode_seeking_ratio", ratio.detach())
+                g_loss = g_loss + self.mode_seeking / (ratio + 1e-5)
             self._check_finite("generator", g_loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)

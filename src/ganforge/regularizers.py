@@ -29,3 +29,11 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
 def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
     """E[||grad critic(x)||^2] on real samples (multiply by gamma / 2, as in the paper)."""
     return _input_gradients(critic, real).pow(2).sum(dim=1).mean()
+
+
+def mode_seeking_ratio(fake: Tensor, z: Tensor) -> Tensor:
+    """MSGAN (Mao et al. 2019): mean |G(z1) - G(z2)| / mean |z1 - z2| over the pairs (first half, second
+    half) of a batch whose halves share their labels. The generator is penalised by its inverse, so
+    different noise must make different images: the remedy for a conditional generator ignoring z."""
+    h = len(z) // 2
+    return (fake[:h] - fake[h : 2 * h]).abs().mean() / (z[:h] - z[h : 2 * h]).abs().mean()
