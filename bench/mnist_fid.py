@@ -5,13 +5,15 @@
 
 Runs `train.py experiment=dcgan_mnist model=<model>` once per (model, seed) with outputs under
 logs/bench/, then prints per model the final and best values (mean ± std over seeds), the wall time
-per run, and the curve of val/fid and val/classes_covered. `--set` passes extra overrides to every run.
+per run, and the curve of val/fid and val/classes_covered (class accuracy for conditional models).
+`--set` passes extra overrides to every run; `--report-only` summarises runs already there.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import statistics
 import subprocess
 import sys
@@ -30,18 +32,27 @@ def run(model: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
         "callbacks.rich_progress_bar=null", "extras.print_config=false", "task_name=bench",
         f"hydra.run.dir={out}", *args.set,
     ]  # fmt: skip
+    if args.report_only:
+        return out / "csv" / "metrics.csv", float("nan")
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out / "csv" / "metrics.csv", time.perf_counter() - start
 
 
 def curve(metrics_csv: Path) -> list[dict[str, float]]:
+    """The evaluations of a run; `val/class_accuracy` (conditional models) is NaN where not logged."""
     rows = list(csv.DictReader(metrics_csv.open()))
     keys = ("g_step", "val/fid", "val/classes_covered", "val/class_kl")
-    return [{k: float(r[k]) for k in keys} for r in rows if r.get("val/fid")]
+    return [
+        {**{k: float(r[k]) for k in keys}, "val/class_accuracy": float(r.get("val/class_accuracy") or "nan")}
+        for r in rows
+        if r.get("val/fid")
+    ]
 
 
 def mean_std(values: list[float]) -> str:
+    if any(math.isnan(v) for v in values):
+        return "n/a"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
 
@@ -54,13 +65,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for every run")
+    parser.add_argument("--report-only", action="store_true", help="summarise the runs already in logs/bench")
     args = parser.parse_args()
 
     header = (
         "| model | seeds | G steps | final val/fid | best val/fid | final classes covered "
-        "| final class KL | minutes per run |"
+        "| final class KL | final class accuracy | minutes per run |"
     )
-    print(header + "\n|---|---|---|---|---|---|---|---|", flush=True)
+    print(header + "\n|---|---|---|---|---|---|---|---|---|", flush=True)
     curves: dict[str, dict[int, list[dict[str, float]]]] = {}
     for model in args.models:
         runs = {seed: run(model, seed, args) for seed in args.seeds}
@@ -71,6 +83,7 @@ def main() -> None:
             f"{mean_std([min(p['val/fid'] for p in c) for c in curves[model].values()])} | "
             f"{mean_std([f['val/classes_covered'] for f in final])} | "
             f"{mean_std([f['val/class_kl'] for f in final])} | "
+            f"{mean_std([f['val/class_accuracy'] for f in final])} | "
             f"{mean_std([seconds / 60 for _, seconds in runs.values()])} |",
             flush=True,
         )

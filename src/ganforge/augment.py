@@ -190,6 +190,9 @@ def log_wandb(results: list[Result], summary: list[Result], cfg: DictConfig, out
         run.summary[f"test_accuracy/{row['setting']}"] = row["mean"]
     sync = f"wandb sync {run.settings.sync_dir}" if offline else None
     run.finish()
+    # W&B's process-wide settings would otherwise outlive this run, and a later run in the same process
+    # (e.g. Lightning's offline logger) must read its own
+    wandb.teardown()
     return sync
 
 
