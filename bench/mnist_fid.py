@@ -6,7 +6,8 @@
 Runs `train.py experiment=dcgan_mnist model=<model>` once per (model, seed) with outputs under
 logs/bench/, then prints per model the final and best values (mean ± std over seeds), the wall time
 per run, and the curve of val/fid and val/classes_covered (class accuracy for conditional models).
-`--set` passes extra overrides to every run; `--report-only` summarises runs already there.
+`--set` passes extra overrides to every run (`--tag` keeps their folders apart); `--report-only`
+summarises runs already there.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(model: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
-    out = ROOT / "logs" / "bench" / f"mnist_fid_{model}_seed{seed}"
+    out = ROOT / "logs" / "bench" / f"mnist_fid_{model}{args.tag}_seed{seed}"
     cmd = [
         sys.executable, str(ROOT / "train.py"), "experiment=dcgan_mnist", f"model={model}",
         f"seed={seed}", f"max_g_steps={args.g_steps}", f"paths.data_dir={args.data_dir}",
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for every run")
     parser.add_argument("--report-only", action="store_true", help="summarise the runs already in logs/bench")
+    parser.add_argument("--tag", default="", help="suffix for the run folders, to keep variants apart")
     args = parser.parse_args()
 
     header = (
