@@ -209,3 +209,16 @@ def test_generate_cli_writes_the_tree_and_says_where(
     assert "Exported 20 samples" in result.stdout
     images, labels, _ = load(tmp_path / "out")
     assert labels.bincount().tolist() == [2] * 10 and images.shape == (20, 1, 16, 16)
+
+
+def test_exports_come_from_the_ema_generator_when_there_is_one(tmp_path: Path, cache_dir: Path) -> None:
+    ckpt = trained(tmp_path, cache_dir, "model=cdcgan", "model.ema_decay=0.5")
+    manifest = export(ckpt, tmp_path / "out", num_samples=10)
+    assert manifest["checkpoint"]["generator"] == "EMA weights"
+    model = load_model(load_checkpoint(ckpt), torch.device("cpu"))
+    z = torch.randn(10, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(10)
+    ema = to_uint8(model.generator_ema.module.eval()(z, labels))
+    trained_weights = to_uint8(model.generator.eval()(z, labels))
+    images = load(tmp_path / "out")[0]
+    assert torch.equal(images, ema) and not torch.equal(images, trained_weights)

@@ -156,7 +156,7 @@ def export(
             "classes": names if model.conditional else [],
             "image": {"channels": shape[0], "height": shape[1], "width": shape[2]},
             "seed": seed,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **manifest,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
