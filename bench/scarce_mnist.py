@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--full-ckpt", help="a conditional GAN checkpoint trained on the full training set")
     parser.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for the chain")
     parser.add_argument("--skip-chain", action="store_true", help="only the full-set CAS")
+    parser.add_argument("--tag", default="", help="suffix for the chain's folder, to keep variants apart")
     args = parser.parse_args()
     data = f"paths.data_dir={args.data_dir}"
 
     if not args.skip_chain:
-        chain = OUT / "scarce_mnist"
+        chain = OUT / f"scarce_mnist{args.tag}"
         minutes = run([
             "train.py", "experiment=scarce_mnist", data, "callbacks.rich_progress_bar=null",
             "extras.print_config=false", "task_name=bench", f"hydra.run.dir={chain}", *args.set,
