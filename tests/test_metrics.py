@@ -23,7 +23,7 @@ from ganforge.errors import GanforgeError
 from ganforge.metrics import features as features_module
 from ganforge.metrics.evaluator import Evaluator, choose_feature_network, local_count
 from ganforge.metrics.features import INCEPTION_FILE, InceptionFeatures, classifier_features, to_uint8_rgb
-from ganforge.metrics.sample_quality import ClassCoverage, SampleQuality
+from ganforge.metrics.sample_quality import ClassCoverage, ClassDiversity, SampleQuality
 
 D = 8  # feature dimension of the synthetic tests
 
@@ -110,6 +110,24 @@ def test_class_coverage() -> None:
     assert result["class_kl"].item() == pytest.approx((p * (p / 0.1).log()).sum().item())
 
 
+def test_class_diversity_is_within_class_spread_relative_to_real() -> None:
+    diversity = ClassDiversity(num_classes=2, num_features=3)
+    labels = torch.arange(400) % 2
+    logits = torch.nn.functional.one_hot(labels, 2).float()
+    real = torch.randn(400, 3, generator=torch.Generator().manual_seed(0)) + 5 * labels[:, None]
+    diversity.update(real, logits, real=True)
+    diversity.update(real, logits, real=False)  # as varied as the data
+    assert diversity.compute().item() == pytest.approx(1.0)
+
+    diversity.reset()  # keeps the real statistics
+    diversity.update(0.5 * real, logits, real=False)  # half the spread in every direction: 1/4
+    assert diversity.compute().item() == pytest.approx(0.25)
+    diversity.reset()
+    one_per_class = 5 * labels[:, None].float().expand(-1, 3)  # the same image for every sample of a class
+    diversity.update(one_per_class, logits, real=False)
+    assert diversity.compute().item() == pytest.approx(0.0, abs=1e-9)
+
+
 def test_reference_state_round_trip_and_local_counts() -> None:
     real, fake = features(300, seed=7), features(300, 0.4, seed=8)
     logits = torch.randn(300, 4)
@@ -165,6 +183,7 @@ def test_distributed_compute_equals_single_process(tmp_path: Path) -> None:
         assert result["fid"] == pytest.approx(expected["fid"], rel=1e-9)
         assert result["classes_covered"] == expected["classes_covered"]
         assert result["class_kl"] == pytest.approx(expected["class_kl"], rel=1e-9)
+        assert result["class_diversity"] == pytest.approx(expected["class_diversity"], rel=1e-9)
 
 
 # --- feature networks and caches ---------------------------------------------------------------------

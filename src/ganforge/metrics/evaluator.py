@@ -177,6 +177,7 @@ def reference_statistics(
         "network": network.id,
         "kid": quality.kid is not None,
         "coverage": quality.coverage is not None,
+        "class_spread": quality.diversity is not None,  # within-class statistics (class_diversity)
     }
     name = f"{datamodule.name}_{split}_{datamodule.image_size}px_{network.name}_{n}_{cache_key(key)}.pt"
     path = Path(settings["cache_dir"]) / "reference" / name

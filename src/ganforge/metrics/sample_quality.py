@@ -1,5 +1,5 @@
-"""FID (and optionally KID, IS) through torchmetrics, plus class coverage (and, for conditional
-models, class accuracy), on precomputed features.
+"""FID (and optionally KID, IS) through torchmetrics, plus class coverage and within-class diversity
+(and, for conditional models, class accuracy), on precomputed features.
 
 Features are extracted once per image by a `FeatureNetwork` and handed to torchmetrics through a
 pass-through "feature extractor", so one network pass serves every metric and the real-data
@@ -76,6 +76,45 @@ class ClassCoverage(Metric):
         self.real_counts = real
 
 
+class ClassDiversity(Metric):
+    """Within-class variety: per class (as the classifier predicts it), the mean squared distance of
+    generated features from their class mean, over the same for real features, averaged over the
+    classes with at least 2 of each. 1: as varied as the data; near 0: one image per class — a collapse
+    that class coverage and class accuracy cannot see."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, num_features: int) -> None:
+        super().__init__()
+        for side in ("fake", "real"):
+            self.add_state(f"{side}_sum", torch.zeros(num_classes, num_features, dtype=torch.float64), "sum")
+            self.add_state(f"{side}_sq", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(f"{side}_n", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, features: Tensor, logits: Tensor, real: bool) -> None:
+        side, classes, f = "real" if real else "fake", logits.argmax(1), features.double()
+        getattr(self, f"{side}_sum").index_add_(0, classes, f)
+        getattr(self, f"{side}_sq").index_add_(0, classes, f.pow(2).sum(1))
+        getattr(self, f"{side}_n").index_add_(0, classes, torch.ones_like(f[:, 0]))
+
+    def spread(self, side: str) -> Tensor:
+        n = getattr(self, f"{side}_n").clamp(min=1)
+        mean = getattr(self, f"{side}_sum") / n[:, None]
+        return getattr(self, f"{side}_sq") / n - mean.pow(2).sum(1)
+
+    def compute(self) -> Tensor:
+        both = (self.fake_n >= 2) & (self.real_n >= 2) & (self.spread("real") > 0)
+        if not both.any():
+            return torch.tensor(0.0, dtype=torch.float64)
+        return (self.spread("fake")[both].clamp(min=0) / self.spread("real")[both]).mean()
+
+    def reset(self) -> None:
+        real = {k: getattr(self, f"real_{k}").clone() for k in ("sum", "sq", "n")}
+        super().reset()
+        for k, v in real.items():
+            setattr(self, f"real_{k}", v)
+
+
 class SampleQuality(nn.Module):
     def __init__(
         self,
@@ -105,6 +144,7 @@ class SampleQuality(nn.Module):
             InceptionScore(feature=PassThrough(num_classes), splits=is_splits) if inception_score else None
         )
         self.coverage = ClassCoverage(num_classes, coverage_min_share) if coverage else None
+        self.diversity = ClassDiversity(num_classes, num_features) if coverage else None
         # conditional models: how often the classifier sees the requested class
         self.class_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
@@ -136,6 +176,7 @@ class SampleQuality(nn.Module):
             self.inception_score.update(logits)
         if self.coverage is not None:
             self.coverage.update(logits, real=real)
+            self.diversity.update(features, logits, real=real)
             if labels is not None and not real:
                 self.class_accuracy.update(logits, labels)
 
@@ -150,6 +191,7 @@ class SampleQuality(nn.Module):
                 results["is"], results["is_std"] = self.inception_score.compute()
         if self.coverage is not None:
             results.update(self.coverage.compute())
+            results["class_diversity"] = self.diversity.compute()
         if self.class_accuracy.update_count:
             results["class_accuracy"] = self.class_accuracy.compute()
         values = {k: float(v) for k, v in results.items()}
@@ -159,7 +201,15 @@ class SampleQuality(nn.Module):
 
     def reset(self) -> None:
         """Forget generated samples; real statistics stay."""
-        for metric in (self.fid, self.kid, self.inception_score, self.coverage, self.class_accuracy):
+        metrics = (
+            self.fid,
+            self.kid,
+            self.inception_score,
+            self.coverage,
+            self.diversity,
+            self.class_accuracy,
+        )
+        for metric in metrics:
             if metric is not None:
                 metric.reset()
 
@@ -175,6 +225,9 @@ class SampleQuality(nn.Module):
             state["kid_features"] = torch.cat(self.kid.real_features).cpu()
         if self.coverage is not None:
             state["class_counts"] = self.coverage.real_counts.cpu()
+            state["class_spread"] = {
+                k: getattr(self.diversity, f"real_{k}").cpu() for k in ("sum", "sq", "n")
+            }
         return state
 
     def load_reference_state(self, state: dict[str, Any], rank: int = 0, world_size: int = 1) -> None:
@@ -191,3 +244,5 @@ class SampleQuality(nn.Module):
             self.kid.real_features = [state["kid_features"][rank::world_size].to(device)]
         if self.coverage is not None:
             self.coverage.real_counts = state["class_counts"].to(device) * owner
+            for k, v in state["class_spread"].items():
+                setattr(self.diversity, f"real_{k}", v.to(device) * owner)
