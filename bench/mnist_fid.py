@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = ("val/class_accuracy", "val/class_diversity")
 
 
 def run(model: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
@@ -41,11 +42,12 @@ def run(model: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
 
 
 def curve(metrics_csv: Path) -> list[dict[str, float]]:
-    """The evaluations of a run; `val/class_accuracy` (conditional models) is NaN where not logged."""
+    """The evaluations of a run; OPTIONAL metrics are NaN where not logged (class accuracy: conditional
+    models only; class diversity: runs made before it existed)."""
     rows = list(csv.DictReader(metrics_csv.open()))
     keys = ("g_step", "val/fid", "val/classes_covered", "val/class_kl")
     return [
-        {**{k: float(r[k]) for k in keys}, "val/class_accuracy": float(r.get("val/class_accuracy") or "nan")}
+        {**{k: float(r[k]) for k in keys}, **{k: float(r.get(k) or "nan") for k in OPTIONAL}}
         for r in rows
         if r.get("val/fid")
     ]
@@ -72,9 +74,9 @@ def main() -> None:
 
     header = (
         "| model | seeds | G steps | final val/fid | best val/fid | final classes covered "
-        "| final class KL | final class accuracy | minutes per run |"
+        "| final class KL | final class accuracy | final class diversity | minutes per run |"
     )
-    print(header + "\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    print(header + "\n|---|---|---|---|---|---|---|---|---|---|", flush=True)
     curves: dict[str, dict[int, list[dict[str, float]]]] = {}
     for model in args.models:
         runs = {seed: run(model, seed, args) for seed in args.seeds}
@@ -86,6 +88,7 @@ def main() -> None:
             f"{mean_std([f['val/classes_covered'] for f in final])} | "
             f"{mean_std([f['val/class_kl'] for f in final])} | "
             f"{mean_std([f['val/class_accuracy'] for f in final])} | "
+            f"{mean_std([f['val/class_diversity'] for f in final])} | "
             f"{mean_std([seconds / 60 for _, seconds in runs.values()])} |",
             flush=True,
         )
