@@ -35,6 +35,8 @@ def run(model: str, seed: int, args: argparse.Namespace) -> tuple[Path, float]:
         f"hydra.run.dir={out}", *args.set,
     ]  # fmt: skip
     if args.report_only:
+        if not (out / "csv" / "metrics.csv").is_file():
+            sys.exit(f"error: no run at {out}; run it first (drop --report-only) or check --tag/--seeds")
         return out / "csv" / "metrics.csv", float("nan")
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
