@@ -9,12 +9,21 @@ import pytest
 import torch
 
 from ganforge.train import train
+from tests import wandb_records
 from tests.conftest import FAST, SMALL_NETWORKS
 
 
 @pytest.mark.slow
-def test_ddp_sim_two_processes_train_and_write_one_checkpoint_each(tmp_path: Path, run_script) -> None:
-    args = [*FAST, *SMALL_NETWORKS["dcgan"], "trainer=ddp_sim", "trainer.accelerator=cpu"]
+def test_ddp_sim_two_processes_train_and_write_one_checkpoint_each(
+    tmp_path: Path, run_script, no_wandb_account
+) -> None:
+    args = [
+        *FAST,
+        *SMALL_NETWORKS["dcgan"],
+        "trainer=ddp_sim",
+        "trainer.accelerator=cpu",
+        "logger=[csv,wandb]",
+    ]
     result = run_script(args)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -27,6 +36,10 @@ def test_ddp_sim_two_processes_train_and_write_one_checkpoint_each(tmp_path: Pat
     ckpt = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["gan_steps"] == {"g_step": 4, "d_step": 4}
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    assert "Error" not in result.stderr, result.stderr[-3000:]  # rank 1 has no W&B run to finish
+    (wandb_run,) = (runs[0] / "wandb").glob("offline-run-*/run-*.wandb")  # one run, from rank 0
+    assert wandb_records.exit_code(wandb_run) == 0
+    assert f"wandb sync {wandb_run.parent}" in result.stdout
 
 
 BAD_INPUTS = {

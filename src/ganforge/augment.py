@@ -28,7 +28,7 @@ from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.evaluate import pick_device
 from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
-from ganforge.tracking import wandb_offline
+from ganforge.tracking import finish_wandb_run, wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,7 @@ def log_wandb(results: list[Result], summary: list[Result], cfg: DictConfig, out
     for row in summary:
         run.summary[f"test_accuracy/{row['setting']}"] = row["mean"]
     sync = f"wandb sync {run.settings.sync_dir}" if offline else None
-    run.finish()
-    # W&B's process-wide settings would otherwise outlive this run, and a later run in the same process
-    # (e.g. Lightning's offline logger) must read its own
-    wandb.teardown()
+    finish_wandb_run(run, exit_code=0)
     return sync
 
 

@@ -73,13 +73,28 @@ def finish(trainer: Trainer | None, failed: bool) -> list[str]:
     """Close W&B runs with the right exit code (a failed job must not show as finished); returns
     the `wandb sync` commands for runs that were offline."""
     commands = []
-    for logger in trainer.loggers if trainer is not None else []:
-        if isinstance(logger, WandbLogger):
+    for logger in trainer.loggers if trainer is not None and trainer.is_global_zero else []:
+        if isinstance(logger, WandbLogger):  # other ranks hold a stand-in, not a run
             run: Any = logger.experiment  # created at start (config logging), so this opens nothing new
             if run.offline:
                 commands.append(f"wandb sync {run.settings.sync_dir}")
-            run.finish(exit_code=1 if failed else 0)
+            finish_wandb_run(run, exit_code=1 if failed else 0)
     return commands
+
+
+def finish_wandb_run(run: Any, exit_code: int) -> None:
+    """Finish a W&B run so that its files are complete when this returns.
+
+    `run.finish()` returns before W&B's service has written the run's `.wandb` file out (it closes
+    the file asynchronously), so a `wandb sync` or a reader started right away can see an empty or
+    partial file. Tearing the service down waits for it, and drops W&B's process-wide settings that
+    would otherwise leak into the next run in this process; skipped while another run is open.
+    """
+    import wandb
+
+    run.finish(exit_code=exit_code)
+    if wandb.run is None:
+        wandb.teardown()
 
 
 def run_name() -> str:
