@@ -4,11 +4,15 @@ image size: one up-sampling block per doubling from 4x4; the critic down-samples
 8x8 images) and ends with two blocks at that size.
 
 With `num_classes` set (cSNGAN, Miyato & Koyama 2018): conditional batch norm in the generator
-(per-class scale and shift) and a projection critic.
+(per-class scale and shift) and a projection critic. `embed_dim` > 0 also concatenates a learned class
+embedding to the noise (as cDCGAN does, and BigGAN with its shared embedding): conditional batch norm
+alone learns the label slowly (a scale and shift per channel cannot easily move content), so short
+runs ignore the requested class without it (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -80,11 +84,13 @@ class SNGANGenerator(nn.Module):
         latent_dim: int = 128,
         width: int = 256,
         num_classes: int | None = None,
+        embed_dim: int = 0,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
         self.latent_dim, self.width, self.num_classes = latent_dim, width, num_classes
-        self.fc = nn.Linear(latent_dim, 4 * 4 * width)
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes and embed_dim else None
+        self.fc = nn.Linear(latent_dim + (embed_dim if self.embed is not None else 0), 4 * 4 * width)
         self.blocks = nn.ModuleList(
             UpBlock(width, width, num_classes) for _ in range(num_doublings(image_size, "sngan"))
         )
@@ -93,6 +99,8 @@ class SNGANGenerator(nn.Module):
         )
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
         h = self.fc(z).view(z.shape[0], self.width, 4, 4)
         for block in self.blocks:
             h = block(h, labels)
