@@ -25,13 +25,17 @@ from tests.conftest import SHAPES, shapes_data, write_shapes
     [
         (DCGANGenerator(16, 1, num_classes=3), DCGANDiscriminator(16, 1, num_classes=3, spectral_norm=True)),
         (SNGANGenerator(16, 1, width=8, num_classes=3), SNGANDiscriminator(16, 1, width=8, num_classes=3)),
+        (
+            SNGANGenerator(16, 1, width=8, num_classes=3, embed_dim=4),
+            SNGANDiscriminator(16, 1, width=8, num_classes=3),
+        ),
     ],
 )
 def test_labels_change_both_networks_outputs(
     generator: torch.nn.Module, discriminator: torch.nn.Module
 ) -> None:
     for module in generator.modules():  # as after training: per-class batch-norm parameters differ
-        if isinstance(module, ConditionalBatchNorm2d):
+        if isinstance(module, ConditionalBatchNorm2d) and getattr(generator, "embed", None) is None:
             torch.nn.init.normal_(module.scale.weight, 1.0, 0.1)
     z = torch.randn(1, generator.latent_dim).expand(3, -1)  # the same noise for three classes
     labels = torch.arange(3)
