@@ -231,12 +231,17 @@ def metric_settings(cache: Path, **overrides) -> dict:
 
 def test_reference_statistics_cached_per_data_and_network(tmp_path: Path) -> None:
     dm = digits()
+    rng = torch.get_rng_state()
     first = Evaluator.build(metric_settings(tmp_path), dm, torch.device("cpu"))
+    # first use (classifier trained, statistics computed) leaves training's RNG as a cached run does:
+    # a seeded run must not depend on what the cache held
+    assert torch.equal(torch.get_rng_state(), rng)
     refs = list((tmp_path / "reference").glob("*.pt"))
     assert len(refs) == 1 and first.protocol["reference samples"] == 300
     mtime = refs[0].stat().st_mtime_ns
     again = Evaluator.build(metric_settings(tmp_path), dm, torch.device("cpu"))
     assert refs[0].stat().st_mtime_ns == mtime  # loaded, not recomputed
+    assert torch.equal(torch.get_rng_state(), rng)
     assert torch.equal(again.quality.fid.real_features_sum, first.quality.fid.real_features_sum)
     # another feature network (different classifier) or another split -> other statistics
     Evaluator.build(

@@ -186,7 +186,12 @@ def reference_statistics(
         return torch.load(path, map_location="cpu", weights_only=True), n
 
     log.info("computing reference statistics of %d %s images -> %s", n, split, path)
-    for images, _ in DataLoader(Subset(dataset, indices.tolist()), batch_size=settings["batch_size"]):
+    # a DataLoader draws its base seed from the global RNG even unshuffled: without its own generator,
+    # a run's training would differ between first use of a data set and cached runs
+    batches = DataLoader(
+        Subset(dataset, indices.tolist()), batch_size=settings["batch_size"], generator=torch.Generator()
+    )
+    for images, _ in batches:
         features, logits = network(to_signed_unit(images.to(device)))
         quality.update(features, logits, real=True)
     state = quality.reference_state()
