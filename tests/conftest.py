@@ -51,7 +51,7 @@ SMALL_NETWORKS = {
     "csngan": _SMALL_SNGAN,
     **{
         m: ["model.generator.hidden_dims=[32,32]", "model.discriminator.hidden_dims=[32,32]"]
-        for m in ("mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d")
+        for m in ("mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d", "r1_2d")
     },
     "mlp": ["model.generator.hidden_dims=[32,64,64]", "model.discriminator.hidden_dims=[64,32]"],
 }

@@ -27,8 +27,8 @@ def data_overrides(data: str, tmp_path: Path) -> list[str]:
 
 def test_groups_are_complete() -> None:
     assert options("model") == [
-        "cdcgan", "csngan", "dcgan", "lsgan", "mlp", "mlp_2d", "pacgan_2d", "sngan", "sngan_2d",
-        "wgan_gp", "wgan_gp_2d",
+        "cdcgan", "csngan", "dcgan", "lsgan", "mlp", "mlp_2d", "pacgan_2d", "r1_2d", "sngan",
+        "sngan_2d", "wgan_gp", "wgan_gp_2d",
     ]  # fmt: skip
     assert options("data") == [
         "celeba", "cifar10", "digits", "fashion_mnist",

@@ -11,7 +11,7 @@ import torch
 from ganforge.datamodules.gaussians import GaussianMixtureDataModule
 from ganforge.errors import GanforgeError
 from ganforge.metrics.mixture import MixtureEvaluator, mixture_metrics, mode_counts
-from ganforge.networks.points import PointDiscriminator
+from ganforge.networks.points import Maxout, PointDiscriminator, PointGenerator
 from ganforge.train import train
 from tests.conftest import SMALL_NETWORKS
 
@@ -74,7 +74,7 @@ def test_scatter_plot_and_bad_settings() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d"])
+@pytest.mark.parametrize("model", ["mlp_2d", "wgan_gp_2d", "sngan_2d", "pacgan_2d", "r1_2d"])
 @pytest.mark.parametrize("data", ["gaussians_ring", "gaussians_grid"])
 def test_2d_models_train_and_report_mode_metrics(make_cfg, model: str, data: str) -> None:
     cfg = make_cfg(
@@ -88,6 +88,11 @@ def test_2d_models_train_and_report_mode_metrics(make_cfg, model: str, data: str
     )
     assert all(math.isfinite(returned_metrics[k]) for k in ("train/d_loss", "train/g_loss"))
     assert Path(where["sample grids"].split(" (")[0], "real.png").is_file()  # scatter plots, not grids
+    if model == "r1_2d":  # the R1 penalty is on, and both learning rates end at 1% of their start
+        assert returned_metrics["train/r1"] > 0
+        lr = cfg.model.optimizer_g.lr
+        assert returned_metrics["train/lr_g"] == pytest.approx(0.01 * lr)
+        assert returned_metrics["train/lr_d"] == pytest.approx(0.01 * lr)
 
 
 def test_pacgan_judges_packs_of_samples() -> None:
@@ -103,3 +108,25 @@ def test_pacgan_judges_packs_of_samples() -> None:
         d(torch.randn(10, 2))
     with pytest.raises(GanforgeError, match="pack must be >= 1"):
         PointDiscriminator(pack=0)
+
+
+def test_maxout_critic_takes_the_max_over_each_units_pieces() -> None:
+    assert Maxout(3)(torch.tensor([[1.0, 5.0, 2.0, -1.0, -4.0, -2.0]])).tolist() == [[5.0, -1.0]]
+    d = PointDiscriminator(dim=2, hidden_dims=[8, 8], maxout=5)
+    hidden = [m for m in d.net if isinstance(m, torch.nn.Linear)][:-1]
+    assert [h.out_features for h in hidden] == [40, 40]  # 8 units of 5 pieces each
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in d.net)
+    assert d(torch.randn(6, 2)).shape == (6,)
+    with pytest.raises(GanforgeError, match="maxout must be >= 1"):
+        PointDiscriminator(maxout=0)
+
+
+def test_generator_batch_norm_normalises_each_hidden_layer() -> None:
+    g = PointGenerator(latent_dim=2, hidden_dims=[16, 16, 16], batch_norm=True)
+    norms = [m for m in g.net if isinstance(m, torch.nn.BatchNorm1d)]
+    assert [n.num_features for n in norms] == [16, 16, 16]
+    activations = {}
+    norms[1].register_forward_hook(lambda m, i, o: activations.update(out=o))
+    g(torch.randn(64, 2) * 100 + 50)  # badly scaled noise: normalised all the same in training mode
+    assert activations["out"].mean(0).abs().max() < 1e-4
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in PointGenerator().net)

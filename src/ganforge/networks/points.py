@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 
 from torch import Tensor, nn
@@ -11,22 +12,56 @@ from torch.nn.utils.parametrizations import spectral_norm as sn
 from ganforge.errors import GanforgeError
 
 
-def _layers(dims: Sequence[int], activation: type[nn.Module], spectral_norm: bool) -> list[nn.Module]:
+class Maxout(nn.Module):
+    """Maxout (Goodfellow et al. 2013): the max over `pieces` groups of units, PacGAN's critic unit."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (-1, self.pieces)).amax(-1)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
+def _mlp(
+    dims: Sequence[int],
+    activation: Callable[[], nn.Module],
+    spectral_norm: bool = False,
+    batch_norm: bool = False,
+    widen: int = 1,
+) -> nn.Sequential:
+    """Linear layers from dims[0] to dims[-1]. A hidden layer has `widen` times its units (for maxout's
+    pieces) and is optionally batch-normalised before its activation."""
+
+    def linear(d_in: int, d_out: int) -> nn.Module:
+        layer = nn.Linear(d_in, d_out)
+        return sn(layer) if spectral_norm else layer
+
     layers: list[nn.Module] = []
     for d_in, d_out in pairwise(dims[:-1]):
-        linear = nn.Linear(d_in, d_out)
-        layers += [sn(linear) if spectral_norm else linear, activation()]
-    last = nn.Linear(dims[-2], dims[-1])
-    return [*layers, sn(last) if spectral_norm else last]
+        layers.append(linear(d_in, d_out * widen))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(d_out * widen))
+        layers.append(activation())
+    return nn.Sequential(*layers, linear(dims[-2], dims[-1]))
 
 
 class PointGenerator(nn.Module):
+    """`batch_norm`: batch norm before each hidden ReLU (PacGAN's and VEEGAN's 2-D generator)."""
+
     def __init__(
-        self, dim: int = 2, latent_dim: int = 2, hidden_dims: Sequence[int] = (128, 128, 128)
+        self,
+        dim: int = 2,
+        latent_dim: int = 2,
+        hidden_dims: Sequence[int] = (128, 128, 128),
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.net = nn.Sequential(*_layers([latent_dim, *hidden_dims, dim], nn.ReLU, spectral_norm=False))
+        self.net = _mlp([latent_dim, *hidden_dims, dim], nn.ReLU, batch_norm=batch_norm)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
@@ -34,7 +69,8 @@ class PointGenerator(nn.Module):
 
 class PointDiscriminator(nn.Module):
     """`pack` > 1: PacGAN (Lin et al. 2018) — D judges `pack` samples at once, concatenated, so a
-    generator that repeats itself is easy to spot; outputs one score per pack (batch / pack)."""
+    generator that repeats itself is easy to spot; outputs one score per pack (batch / pack).
+    `maxout` > 1: maxout units of that many pieces instead of LeakyReLU (PacGAN's 2-D critic)."""
 
     def __init__(
         self,
@@ -42,12 +78,16 @@ class PointDiscriminator(nn.Module):
         hidden_dims: Sequence[int] = (128, 128, 128),
         spectral_norm: bool = False,
         pack: int = 1,
+        maxout: int = 1,
     ) -> None:
         super().__init__()
         if pack < 1:
             raise GanforgeError(f"model.discriminator.pack must be >= 1 (1: no packing), got {pack}")
+        if maxout < 1:
+            raise GanforgeError(f"model.discriminator.maxout must be >= 1 (1: LeakyReLU units), got {maxout}")
         self.pack = pack
-        self.net = nn.Sequential(*_layers([dim * pack, *hidden_dims, 1], nn.LeakyReLU, spectral_norm))
+        activation = partial(Maxout, maxout) if maxout > 1 else nn.LeakyReLU
+        self.net = _mlp([dim * pack, *hidden_dims, 1], activation, spectral_norm, widen=maxout)
 
     def forward(self, x: Tensor) -> Tensor:
         if len(x) % self.pack:
