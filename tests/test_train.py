@@ -203,6 +203,17 @@ def test_no_budget_is_refused(make_cfg) -> None:
         train(make_cfg("max_g_steps=null"))
 
 
+@pytest.mark.parametrize(
+    ("model", "data", "missing"),
+    [("r1_2d", "digits", "data.dim"), ("dcgan", "gaussians_grid", "data.channels, data.image_size")],
+)
+def test_a_model_on_the_wrong_kind_of_data_is_refused(make_cfg, model: str, data: str, missing: str) -> None:
+    cfg = make_cfg(f"model={model}", f"data={data}", fast=False)
+    with pytest.raises(GanforgeError, match=rf"this model reads {missing}, which .* data=gaussians_grid"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "checkpoints").exists()  # refused before anything was written
+
+
 def test_invalid_d_steps_per_g(make_cfg) -> None:
     with pytest.raises(GanforgeError, match=r"model.d_steps_per_g must be >= 1"):
         train(make_cfg("model.d_steps_per_g=0"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,21 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
+
+
+def check_model_fits_data(cfg: DictConfig) -> None:
+    """A model reads its sizes from the data config (`${data.dim}`, `${data.image_size}`, ...); a 2-D
+    point model on images, or an image model on points, would otherwise fail as a bare
+    InterpolationKeyError."""
+    wanted = set(re.findall(r"\$\{data\.(\w+)\}", OmegaConf.to_yaml(cfg.model)))
+    missing = sorted(k for k in wanted if k not in cfg.data)
+    if missing:
+        keys = ", ".join(f"data.{k}" for k in missing)
+        raise GanforgeError(
+            f"this model reads {keys}, which this data set does not have: 2-D point models "
+            "(model=mlp_2d, wgan_gp_2d, sngan_2d, pacgan_2d, r1_2d) train on data=gaussians_grid or "
+            "gaussians_ring, image models (dcgan, wgan_gp, sngan, ...) on image data (digits, mnist, ...)"
+        )
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:

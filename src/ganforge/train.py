@@ -22,7 +22,13 @@ from ganforge.callbacks.sample_grid import SampleGrid
 from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.callbacks.store_config import StoreConfig
 from ganforge.checkpoint import load_checkpoint, stored_config
-from ganforge.config import instantiate, instantiate_group, print_config_tree, register_resolvers
+from ganforge.config import (
+    check_model_fits_data,
+    instantiate,
+    instantiate_group,
+    print_config_tree,
+    register_resolvers,
+)
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.sweep import in_multirun, write_job_record
@@ -126,6 +132,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         ensure_inception_weights()  # fail before anything is built, not at the first evaluation
 
     check_logger_config(cfg.get("logger"))
+    check_model_fits_data(cfg)
     datamodule = instantiate(cfg.data)
     if cfg.get("synthesize"):
         check_synthesize(cfg, datamodule)
