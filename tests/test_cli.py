@@ -60,6 +60,8 @@ BAD_INPUTS = {
         ["data=mnist", "data.download=false", "paths.data_dir=nowhere"],
         "error: MNIST not found in nowhere/MNIST/raw",
     ),
+    "point model on images": (["model=r1_2d"], "error: this model reads data.dim"),
+    "image model on points": (["data=gaussians_grid"], "error: this model reads data.channels"),
 }
 
 
@@ -67,7 +69,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, run_script) -> None:
     args, message = BAD_INPUTS[case]
-    result = run_script(["extras.print_config=false", *args])
+    result = run_script(args)  # with the config tree printed first, as by default
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]

@@ -170,6 +170,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with one_line_errors():
             if cfg.extras.get("print_config"):
+                check_model_fits_data(cfg)  # printing resolves the config: refuse a mismatch first
                 print_config_tree(cfg)
             metrics, where = train(cfg)
         status = "completed"
