@@ -112,8 +112,9 @@ class NaNLoss:
 
 
 def test_diverged_losses_stop_the_run(make_cfg) -> None:
+    from ganforge.errors import TrainingDiverged
     from ganforge.train import train
 
     cfg = make_cfg("model.loss._target_=tests.test_sweeps.NaNLoss")
-    with pytest.raises(FloatingPointError, match=r"discriminator loss is nan at g_step 0: training diverged"):
+    with pytest.raises(TrainingDiverged, match=r"at g_step 0: the discriminator loss is nan; no checkpoint"):
         train(cfg)

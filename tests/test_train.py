@@ -55,15 +55,13 @@ def test_short_run_writes_checkpoint_grids_and_finite_metrics(make_cfg, model: s
 
 @pytest.mark.slow
 def test_d_steps_per_g_budget_is_in_generator_steps(make_cfg) -> None:
-    cfg = make_cfg(
-        "model.d_steps_per_g=3", "max_g_steps=3", "callbacks.model_checkpoint.every_n_train_steps=4"
-    )
+    cfg = make_cfg("model.d_steps_per_g=3", "max_g_steps=3", "callbacks.model_checkpoint.every_n_g_steps=1")
     train(cfg)
     ckpts = Path(cfg.paths.output_dir, "checkpoints")
     last = load(ckpts / "last.ckpt")
     assert last["gan_steps"] == {"g_step": 3, "d_step": 9}
     assert last["global_step"] == 12
-    # every 4 optimizer steps = every generator step at d_steps_per_g=3; named by generator step
+    # every generator step (4 optimizer steps at d_steps_per_g=3), named by generator step
     assert sorted(p.name for p in ckpts.glob("g_step_*.ckpt")) == [
         f"g_step_000000{i}.ckpt" for i in (1, 2, 3)
     ]

@@ -1,14 +1,20 @@
-"""On-disk caches (trained classifiers, reference statistics): content keys and atomic writes."""
+"""On-disk caches (trained classifiers, reference statistics): content keys, atomic writes, entries
+that heal when a file is damaged, and a lock so that simultaneous runs compute an entry once."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -16,9 +22,28 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save via a temporary file, so concurrent runs never read half a file."""
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold `<path>.lock` while an entry is read or computed: a second run waits for the first and
+    then reads what it wrote, instead of computing (or training) the same entry again."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with FileLock(path.with_name(path.name + ".lock")):
+        yield
+
+
+def load_entry(path: Path, valid: Callable[[Any], bool]) -> Any | None:
+    """The cached value at `path`; None when it is missing, or damaged (unreadable, or not what
+    `valid` expects): a damaged entry is removed, with a warning, so the caller recomputes it."""
+    if not path.is_file():
+        return None
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
+    else:
+        if valid(value):
+            return value
+        reason = "unexpected contents"
+    log.warning("cache entry %s is damaged (%s); removed, computing it again", path, reason)
+    path.unlink(missing_ok=True)
+    return None

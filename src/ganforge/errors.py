@@ -1,7 +1,8 @@
-"""The one exception type for mistakes a user can fix, and how entry scripts report them."""
+"""The exception types for what a user can fix or act on, and how entry scripts report them."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,15 +10,30 @@ from omegaconf.errors import MissingMandatoryValue
 
 
 class GanforgeError(Exception):
-    """A user-fixable problem; entry scripts print its message on one line and exit non-zero."""
+    """A user-fixable problem; entry scripts print its message on one line and exit with `exit_code`."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(GanforgeError):
+    """Losses or weights became non-finite or absurd; the message names the last good checkpoint."""
+
+
+class Interrupted(GanforgeError):
+    """SIGTERM or Ctrl-C stopped training after a batch; exits 128 + the signal, as shells expect."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turn user mistakes into `error: <what to do>` on stderr and exit code 1 (no traceback)."""
+    """Turn user mistakes into `error: <what to do>` on stderr and a non-zero exit (no traceback)."""
     try:
         yield
     except GanforgeError as err:
-        raise SystemExit(f"error: {err}") from None
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
     except MissingMandatoryValue as err:
         raise SystemExit(f"error: {err.full_key} is required; pass {err.full_key}=<value>") from None

@@ -13,8 +13,8 @@ import rich.table
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ganforge.checkpoint import load_checkpoint, load_model, stored_config
-from ganforge.config import instantiate, register_resolvers
+from ganforge.checkpoint import build_stored, load_checkpoint, load_model
+from ganforge.config import register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.evaluator import Evaluator
 
@@ -35,12 +35,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics of `cfg.ckpt_path` and the protocol they were measured under."""
     device = pick_device(cfg.device)
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    trained = stored_config(checkpoint)
-    model = load_model(checkpoint, device)
-    data_cfg = trained.data
-    if cfg.get("data_dir") and "data_dir" in data_cfg:
-        data_cfg.data_dir = cfg.data_dir
-    datamodule = instantiate(data_cfg)
+    model = load_model(checkpoint, device, cfg.ckpt_path)
+    moved = {"data_dir": cfg.data_dir} if cfg.get("data_dir") else {}
+    datamodule = build_stored(checkpoint, "data", cfg.ckpt_path, moved)
     datamodule.prepare_data()
     datamodule.setup("fit")
 

@@ -24,9 +24,10 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
+from ganforge.rng import rng_states, set_rng_states
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -95,6 +96,8 @@ class GANLitModule(LightningModule):
         )
         self.g_step = 0
         self.d_step = 0
+        self._resumed_rng: dict[str, Any] | None = None
+        self.last_losses: dict[str, Tensor] = {}  # for DivergenceGuard's bound on finite losses
         # Own generator: the grid noise must not depend on (or disturb) the global seed.
         noise = torch.randn(
             num_fixed_samples, generator.latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed)
@@ -246,10 +249,11 @@ class GANLitModule(LightningModule):
         self.log("train/lr_d", opt_d.param_groups[0]["lr"])
 
     def _check_finite(self, network: str, loss: Tensor) -> None:
-        """Stop a diverged run at once (a sweep records it as failed) instead of training on NaN."""
+        """Stop a diverged run at once (a sweep records it as failed) instead of stepping on NaN."""
+        self.last_losses[f"train/{network[0]}_loss"] = loss.detach()
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{network} loss is {loss.item()} at g_step {self.g_step}: training diverged"
+            raise TrainingDiverged(
+                f"training diverged at g_step {self.g_step}: the {network} loss is {loss.item()}"
             )
 
     def _schedulers(self) -> list[Any]:
@@ -260,6 +264,8 @@ class GANLitModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gan_steps"] = {"g_step": self.g_step, "d_step": self.d_step}
+        # saved at a batch boundary: the noise of the next batch is drawn from exactly these states
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         steps = checkpoint.get("gan_steps")
@@ -268,3 +274,10 @@ class GANLitModule(LightningModule):
                 "checkpoint has no 'gan_steps': it was not written by ganforge's GANLitModule"
             )
         self.g_step, self.d_step = steps["g_step"], steps["d_step"]
+        self._resumed_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        """Resuming: restore the RNG after everything that set-up draws (seeding, loaders, metrics)."""
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None

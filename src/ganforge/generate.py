@@ -29,7 +29,7 @@ def export_checkpoint(
     """Write the samples `settings` ask for (num_samples, counts, seed, format, batch_size) from the
     checkpoint's sampling generator to `out_dir`; returns the manifest."""
     checkpoint = load_checkpoint(ckpt_path)
-    model = load_model(checkpoint, pick_device(device))
+    model = load_model(checkpoint, pick_device(device), ckpt_path)
     counts = class_counts(settings["num_samples"], model.num_classes, settings["counts"])
     ckpt = Path(ckpt_path).resolve()
     provenance = {

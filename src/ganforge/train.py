@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
+import signal
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,15 +15,19 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge.callbacks.interrupt import GracefulInterrupt
 from ganforge.callbacks.sample_grid import SampleGrid
 from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.callbacks.store_config import StoreConfig
 from ganforge.checkpoint import load_checkpoint, stored_config
+from ganforge.checkpoint_io import SafeCheckpointIO
 from ganforge.config import (
     check_model_fits_data,
     instantiate,
@@ -29,7 +35,8 @@ from ganforge.config import (
     print_config_tree,
     register_resolvers,
 )
-from ganforge.errors import GanforgeError, one_line_errors
+from ganforge.errors import GanforgeError, Interrupted, TrainingDiverged, one_line_errors
+from ganforge.gan_module import GANLitModule
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.sweep import in_multirun, write_job_record
 from ganforge.synthesize import check_synthesize, synthesize
@@ -119,6 +126,24 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
     return where
 
 
+def interrupted(signum: int, model: GANLitModule, saved: str | Path | None) -> Interrupted:
+    """The one line a stopped run ends with: where it stopped and the command that continues it."""
+    name = signal.Signals(signum).name
+    if saved is None:
+        return Interrupted(f"{name} at g_step {model.g_step}; no checkpoint (checkpointing is off)", signum)
+    command = shlex.join(["python", "train.py", *resume_overrides(), f"ckpt_path={saved}"])
+    return Interrupted(
+        f"{name}: stopped at g_step {model.g_step}, saved {saved}; resume with: {command}", signum
+    )
+
+
+def resume_overrides() -> list[str]:
+    """This run's command-line overrides, less any ckpt_path (the resume command sets its own)."""
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
     if cfg.get("seed") is not None:
@@ -137,16 +162,31 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     if cfg.get("synthesize"):
         check_synthesize(cfg, datamodule)
     model = instantiate(cfg.model)
-    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg)]
+    interrupt = GracefulInterrupt()
+    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg), interrupt]
     loggers = instantiate_group(cfg.get("logger"))
+    checkpoint_io = SafeCheckpointIO()
+    plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), checkpoint_io]
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, strategy=gan_strategy(cfg.trainer)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        strategy=gan_strategy(cfg.trainer),
+        plugins=plugins,
     )
     log_run_metadata(trainer.loggers, cfg, model)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except BaseException:
+    except BaseException as err:
         finish(trainer, failed=True)  # the W&B run shows as failed, not finished
+        last_good = checkpoint_io.last_written or ckpt_path
+        if isinstance(err, TrainingDiverged):
+            fallback = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written"
+            raise TrainingDiverged(f"{err}; {fallback}") from None
+        if isinstance(err, SIGTERMException):
+            raise interrupted(
+                interrupt.signal_received(trainer) or signal.SIGTERM, model, last_good
+            ) from None
         raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     where = report(trainer, cfg)
@@ -162,27 +202,33 @@ def main(cfg: DictConfig) -> float | None:
     Returns `cfg.optimized_metric` (what Hydra sweepers minimise), None when it was never logged.
 
     In a multirun, a job that fails (an exception, diverged losses) is recorded as failed in its
-    job.json and returns `failed_job_value`, so one bad trial does not end the sweep."""
+    job.json and returns `failed_job_value`, so one bad trial does not end the sweep. SIGTERM or
+    Ctrl-C ends the whole sweep (job.json: interrupted), with the exit code a shell expects."""
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     metrics: dict[str, float] = {}
     status, error = "failed", None
     try:
         with one_line_errors():
-            if cfg.extras.get("print_config"):
-                check_model_fits_data(cfg)  # printing resolves the config: refuse a mismatch first
-                print_config_tree(cfg)
-            metrics, where = train(cfg)
+            try:
+                if cfg.extras.get("print_config"):
+                    check_model_fits_data(cfg)  # printing resolves the config: refuse a mismatch first
+                    print_config_tree(cfg)
+                metrics, where = train(cfg)
+            except GanforgeError as err:  # one_line_errors turns it into an exit code: keep the text
+                error = f"{type(err).__name__}: {err}"
+                status = "interrupted" if isinstance(err, Interrupted) else "failed"
+                raise
         status = "completed"
     except (Exception, SystemExit) as err:
-        error = f"{type(err).__name__}: {err}"
-        if not in_multirun():
+        error = error or f"{type(err).__name__}: {err}"
+        if not in_multirun() or status == "interrupted":
             raise
         log.error("job failed, the sweep goes on: %s", error)
     finally:
         if rank_zero_only.rank == 0:
             write_job_record(cfg, status, metrics, error)
-    if status == "failed":
+    if status != "completed":
         return cfg.failed_job_value
     if rank_zero_only.rank == 0:
         width = max(map(len, where))

@@ -16,8 +16,10 @@ import torchvision.transforms.v2.functional as TF
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.datasets import VisionDataset
 
+from ganforge.datamodules.sampler import EpochShuffle
 from ganforge.errors import GanforgeError
 
 
@@ -139,11 +141,11 @@ class ImageDataModule(LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(dataset)} {self.name} training "
                 f"images; lower data.batch_size"
             )
+        if train:  # resumable: a checkpoint holds the data order and where in it training stopped
+            return resumable_loader(dataset, self.batch_size, self.num_workers, self.pin_memory)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -163,6 +165,24 @@ class ImageDataModule(LightningDataModule):
     ) -> tuple[Tensor, Tensor]:
         images, labels = batch
         return to_signed_unit(images), labels
+
+
+def resumable_loader(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False
+) -> StatefulDataLoader:
+    """The training loader: shuffled by `EpochShuffle` (seeded by the run's seed), full batches only.
+    Its own generator (worker seeds) keeps it off the global RNG, which the training noise owns."""
+    seed = torch.initial_seed()
+    return StatefulDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffle(len(dataset), seed),
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def labels_of(dataset: Dataset) -> Tensor:
@@ -251,13 +271,15 @@ class TorchvisionDataModule(ImageDataModule):
         self.keep_train_fraction()
 
 
-def fingerprint(dataset: Dataset) -> str:
+def fingerprint(dataset: Dataset, chunk_bytes: int = 1 << 20) -> str:
     """A content hash of a data set: caches keyed by it are never reused for changed data."""
     digest = hashlib.blake2b(digest_size=16)
     if isinstance(dataset, TensorDataset):
         for t in dataset.tensors:
             digest.update(str((t.dtype, tuple(t.shape))).encode())
-            digest.update(t.contiguous().numpy().tobytes())
+            flat = t.contiguous().view(-1).view(torch.uint8)  # the same bytes, no copy
+            for chunk in flat.split(chunk_bytes):
+                digest.update(chunk.numpy())
     elif isinstance(dataset, Subset):
         digest.update(fingerprint(dataset.dataset).encode())
         digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())

@@ -10,6 +10,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
@@ -22,7 +23,16 @@ from ganforge.errors import GanforgeError
 
 log = logging.getLogger(__name__)
 
-IN_MEMORY_AUTO_LIMIT = 2 * 1024**3  # bytes of decoded uint8 pixels that `in_memory: auto` keeps in RAM
+
+def available_memory() -> int:
+    return psutil.virtual_memory().available
+
+
+def in_memory_limit(world_size: int) -> int:
+    """Bytes of decoded pixels `in_memory: auto` keeps in RAM: a quarter of the memory available now,
+    shared by the processes of one machine (decoding briefly holds the pixels twice)."""
+    return available_memory() // 4 // max(1, world_size)
+
 
 Split = tuple[list[Path], list[int]]
 
@@ -64,7 +74,7 @@ class ImageFiles(Dataset):
         try:
             with Image.open(path) as img:
                 image = TF.pil_to_tensor(img.convert(self.mode))
-        except (OSError, ValueError, SyntaxError) as err:  # what PIL raises for bad or truncated files
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # what PIL raises
             if self.skip_unreadable:
                 log.warning("skipping unreadable image %s (%s)", path, err)
                 return None
@@ -112,7 +122,8 @@ class FileImageDataModule(ImageDataModule):
 
     def _keep_in_memory(self, n: int) -> bool:
         if self.in_memory_mode == "auto":
-            return n * self.channels * self.image_size**2 <= IN_MEMORY_AUTO_LIMIT
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            return n * self.channels * self.image_size**2 <= in_memory_limit(world_size)
         return bool(self.in_memory_mode)
 
     def _decode_all(self, files: ImageFiles) -> TensorDataset:

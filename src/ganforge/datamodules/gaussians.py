@@ -11,9 +11,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image, ImageDraw
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from ganforge.datamodules.base import resumable_loader
 from ganforge.errors import GanforgeError
 
 KINDS = {"ring": 0.02, "grid": 0.05}
@@ -72,10 +74,8 @@ class GaussianMixtureDataModule(LightningDataModule):
                 *self.sample(self.num_samples, torch.Generator().manual_seed(self.seed))
             )
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.data_train, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
-        )
+    def train_dataloader(self) -> StatefulDataLoader:
+        return resumable_loader(self.data_train, self.batch_size, self.num_workers)
 
     def render(self, points: Tensor) -> Tensor:
         """A scatter plot [3, H, W] in [0, 1]: modes as red rings, samples as blue dots."""

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from ganforge.cache import atomic_save, cache_key
+from ganforge.atomic import atomic_save
+from ganforge.cache import cache_key, load_entry, locked
 from ganforge.datamodules.base import ImageDataModule, fingerprint, to_signed_unit
 from ganforge.errors import GanforgeError
 from ganforge.metrics.features import (
@@ -181,19 +182,20 @@ def reference_statistics(
     }
     name = f"{datamodule.name}_{split}_{datamodule.image_size}px_{network.name}_{n}_{cache_key(key)}.pt"
     path = Path(settings["cache_dir"]) / "reference" / name
-    if path.is_file():
-        log.info("reference statistics: %s (cached)", path)
-        return torch.load(path, map_location="cpu", weights_only=True), n
-
-    log.info("computing reference statistics of %d %s images -> %s", n, split, path)
-    # a DataLoader draws its base seed from the global RNG even unshuffled: without its own generator,
-    # a run's training would differ between first use of a data set and cached runs
-    batches = DataLoader(
-        Subset(dataset, indices.tolist()), batch_size=settings["batch_size"], generator=torch.Generator()
-    )
-    for images, _ in batches:
-        features, logits = network(to_signed_unit(images.to(device)))
-        quality.update(features, logits, real=True)
-    state = quality.reference_state()
-    atomic_save(state, path)
+    with locked(path):
+        state = load_entry(path, lambda v: isinstance(v, dict) and set(v) == quality.reference_keys)
+        if state is not None:
+            log.info("reference statistics: %s (cached)", path)
+            return state, n
+        log.info("computing reference statistics of %d %s images -> %s", n, split, path)
+        # a DataLoader draws its base seed from the global RNG even unshuffled: without its own
+        # generator, a run's training would differ between first use of a data set and cached runs
+        batches = DataLoader(
+            Subset(dataset, indices.tolist()), batch_size=settings["batch_size"], generator=torch.Generator()
+        )
+        for images, _ in batches:
+            features, logits = network(to_signed_unit(images.to(device)))
+            quality.update(features, logits, real=True)
+        state = quality.reference_state()
+        atomic_save(state, path)
     return state, n

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ganforge.cache import atomic_save, cache_key
+from ganforge.atomic import atomic_save
+from ganforge.cache import cache_key, load_entry, locked
 from ganforge.datamodules.base import ImageDataModule, fingerprint, to_uint8
 from ganforge.errors import GanforgeError
 from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
@@ -139,19 +140,28 @@ def classifier_features(
         model = SmallCNN(
             datamodule.channels, datamodule.num_classes, settings["width"], settings["feature_dim"]
         )
-    if path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(stored["state_dict"])
-        log.info("classifier features: %s (test accuracy %.4f, cached)", path, stored["test_accuracy"])
-        return ClassifierFeatures(model.to(device), stored["test_accuracy"], f"classifier:{path.stem}")
+    with locked(path):
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
 
-    log.info(
-        "training the %s classifier for feature FID and mode coverage (first use; cached after)",
-        datamodule.name,
-    )
-    training = {k: settings[k] for k in ("epochs", "max_steps", "lr", "batch_size", "seed")}
-    fit_classifier(model, datamodule.data_train, device, **training)
-    test_accuracy = accuracy(model, datamodule.data_test, device)
-    log.info("classifier test accuracy %.4f -> %s", test_accuracy, path)
-    atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
-    return ClassifierFeatures(model, test_accuracy, f"classifier:{path.stem}")
+        def fits(value: Any) -> bool:
+            return (
+                isinstance(value, dict)
+                and "test_accuracy" in value
+                and {k: v.shape for k, v in value.get("state_dict", {}).items()} == shapes
+            )
+
+        stored = load_entry(path, fits)
+        if stored is not None:
+            model.load_state_dict(stored["state_dict"])
+            log.info("classifier features: %s (test accuracy %.4f, cached)", path, stored["test_accuracy"])
+            return ClassifierFeatures(model.to(device), stored["test_accuracy"], f"classifier:{path.stem}")
+        log.info(
+            "training the %s classifier for feature FID and mode coverage (first use; cached after)",
+            datamodule.name,
+        )
+        training = {k: settings[k] for k in ("epochs", "max_steps", "lr", "batch_size", "seed")}
+        fit_classifier(model, datamodule.data_train, device, **training)
+        test_accuracy = accuracy(model, datamodule.data_test, device)
+        log.info("classifier test accuracy %.4f -> %s", test_accuracy, path)
+        atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
+        return ClassifierFeatures(model, test_accuracy, f"classifier:{path.stem}")

@@ -213,6 +213,12 @@ class SampleQuality(nn.Module):
             if metric is not None:
                 metric.reset()
 
+    @property
+    def reference_keys(self) -> set[str]:
+        """The keys of `reference_state()`: what a cached copy of it must hold."""
+        keys = {"fid"} | ({"kid_features"} if self.kid is not None else set())
+        return keys | ({"class_counts", "class_spread"} if self.coverage is not None else set())
+
     def reference_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "fid": {
