@@ -430,7 +430,7 @@ def test_celeba_in_memory_modes_give_the_same_pixels(tmp_path: Path, monkeypatch
         for dm in (lazy, auto):
             images, labels = all_items(getattr(dm, split))
             assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
-    monkeypatch.setattr(files, "IN_MEMORY_AUTO_LIMIT", 4 * 3 * 64 * 64 - 1)  # one byte short of the 4 images
+    monkeypatch.setattr(files, "in_memory_limit", lambda world_size: 4 * 3 * 64 * 64 - 1)  # 1 byte short
     assert isinstance(build("auto").data_train, ImageFiles)
 
 

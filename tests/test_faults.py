@@ -257,18 +257,27 @@ def test_a_failed_write_removes_its_partial_file_and_keeps_the_previous(tmp_path
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no partial file left
 
 
+def mount_tmpfs(where: Path, options: str) -> None:
+    """A real filesystem of our own (tmpfs): needs root and mount, as in CI."""
+    where.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)]
+    if os.geteuid() != 0 or subprocess.run(command).returncode:
+        pytest.skip("a real full or read-only disk needs root and `mount -t tmpfs` (CI runs as root)")
+
+
 @pytest.fixture
 def tiny_disk(tmp_path: Path):
-    """A real 1 MiB filesystem (tmpfs): needs root and mount, as in CI."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]).returncode
-    ):
-        pytest.skip("a real full disk needs root and `mount -t tmpfs` (CI runs as root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    """A 1 MiB filesystem."""
+    mount_tmpfs(tmp_path / "disk", "size=1m")
+    yield tmp_path / "disk"
+    subprocess.run(["umount", str(tmp_path / "disk")], check=True)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path):
+    mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+    yield tmp_path / "ro"
+    subprocess.run(["umount", str(tmp_path / "ro")], check=True)
 
 
 def test_a_full_disk_leaves_the_previous_checkpoint_intact(tiny_disk: Path) -> None:
@@ -331,17 +340,25 @@ def test_two_runs_needing_one_entry_compute_it_once(tmp_path: Path) -> None:
 # 7. The smaller ones -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_an_unusable_log_dir_is_one_line(tmp_path: Path, run_script) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    result = run_script([f"paths.log_dir={blocker / 'logs'}"])
+def check_log_dir_error(run_script, log_dir: Path, reason: str) -> None:
+    result = run_script([f"paths.log_dir={log_dir}"])
     assert result.returncode == 1, result.stderr[-2000:]
     assert error_lines(result.stderr) == [
-        f"error: cannot write to paths.log_dir={blocker / 'logs'} (Not a directory); "
+        f"error: cannot write to paths.log_dir={log_dir} ({reason}); "
         "pass a writable folder, e.g. paths.log_dir=/tmp/ganforge-logs"
     ], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_log_dir_behind_a_file_is_one_line(tmp_path: Path, run_script) -> None:
+    (tmp_path / "a-file").write_text("")
+    check_log_dir_error(run_script, tmp_path / "a-file" / "logs", "Not a directory")
+
+
+@pytest.mark.slow
+def test_a_read_only_log_dir_is_one_line(read_only_disk: Path, run_script) -> None:
+    check_log_dir_error(run_script, read_only_disk / "logs", "Read-only file system")
 
 
 def test_a_decompression_bomb_is_named_and_can_be_skipped(tmp_path: Path) -> None:

@@ -38,33 +38,38 @@ class DivergenceGuard(Callback):
         g = pl_module.g_step
         if g % self.every_n_g_steps == 0 and g != self._checked_g_step:
             self._checked_g_step = g
-            self.check(pl_module)
+            self.check(trainer, pl_module)
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self.check(pl_module)
+        self.check(trainer, pl_module)
 
-    def check(self, module: GANLitModule) -> None:
-        losses = module.last_losses
-        named = [
-            (n, t)
-            for n, t in chain(module.named_parameters(), module.named_buffers())
-            if t.is_floating_point()
-        ]
-        peaks = torch.stack([t.detach().abs().max().float() for _, t in named] + [*losses.values()]).cpu()
-        weights, loss_values = peaks[: len(named)], peaks[len(named) :]
-        where = f"at g_step {module.g_step}"
-        if loss_values.numel() and not loss_values.abs().max() <= self.max_abs_loss:
-            i = int(torch.nan_to_num(loss_values.abs(), nan=math.inf).argmax())
-            name = list(losses)[i]
+    def check(self, trainer: Trainer, module: GANLitModule) -> None:
+        """Raise on every rank when any rank diverged (losses differ between DDP ranks)."""
+        problem = self.problem(module)
+        if trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
             raise TrainingDiverged(
-                f"training diverged {where}: {name} is {loss_values[i].item():.3g}, beyond "
+                f"training diverged at g_step {module.g_step}: {problem or 'on another rank'}"
+            )
+
+    def problem(self, module: GANLitModule) -> str | None:
+        """What exceeds its bound, or None (one host read-back for all tensors)."""
+        losses = module.last_losses
+        tensors = chain(module.named_parameters(), module.named_buffers())
+        named = [(n, t) for n, t in tensors if t.is_floating_point()]
+        peaks = torch.stack([t.detach().abs().max().float() for _, t in named] + [*losses.values()]).cpu()
+        weights, loss_values = peaks[: len(named)], peaks[len(named) :].abs()
+        if loss_values.numel() and not loss_values.max() <= self.max_abs_loss:
+            i = int(torch.nan_to_num(loss_values, nan=math.inf).argmax())
+            return (
+                f"{list(losses)[i]} is {peaks[len(named) + i].item():.3g}, beyond "
                 f"callbacks.divergence_guard.max_abs_loss={self.max_abs_loss:g}"
             )
         if not weights.max() <= self.max_abs_weight:
             i = int(torch.nan_to_num(weights, nan=math.inf).argmax())
-            raise TrainingDiverged(
-                f"training diverged {where}: |{named[i][0]}| reached {weights[i].item():.3g}, beyond "
+            return (
+                f"|{named[i][0]}| reached {weights[i].item():.3g}, beyond "
                 f"callbacks.divergence_guard.max_abs_weight={self.max_abs_weight:g}"
             )
+        return None
