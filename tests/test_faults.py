@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,12 +258,14 @@ def test_a_failed_write_removes_its_partial_file_and_keeps_the_previous(tmp_path
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no partial file left
 
 
+# A real full or read-only filesystem is a tmpfs of our own: that needs root and mount, as in CI.
+CAN_MOUNT = os.geteuid() == 0 and shutil.which("mount") is not None
+needs_mount = pytest.mark.skipif(not CAN_MOUNT, reason="needs root and `mount -t tmpfs` (CI runs as root)")
+
+
 def mount_tmpfs(where: Path, options: str) -> None:
-    """A real filesystem of our own (tmpfs): needs root and mount, as in CI."""
     where.mkdir()
-    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)]
-    if os.geteuid() != 0 or subprocess.run(command).returncode:
-        pytest.skip("a real full or read-only disk needs root and `mount -t tmpfs` (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
 
 
 @pytest.fixture
@@ -280,6 +283,7 @@ def read_only_disk(tmp_path: Path):
     subprocess.run(["umount", str(tmp_path / "ro")], check=True)
 
 
+@needs_mount
 def test_a_full_disk_leaves_the_previous_checkpoint_intact(tiny_disk: Path) -> None:
     target = tiny_disk / "last.ckpt"
     atomic_save({"v": torch.zeros(1000)}, target)  # 4 kB: fits
@@ -357,6 +361,7 @@ def test_a_log_dir_behind_a_file_is_one_line(tmp_path: Path, run_script) -> None
 
 
 @pytest.mark.slow
+@needs_mount
 def test_a_read_only_log_dir_is_one_line(read_only_disk: Path, run_script) -> None:
     check_log_dir_error(run_script, read_only_disk / "logs", "Read-only file system")
 
