@@ -46,6 +46,25 @@ def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+LAST = "last.ckpt"
+
+
+def find_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run directory: `checkpoints/last.ckpt` (written at every numbered
+    one, so never older), else the highest `g_step_*.ckpt`; None when it holds none."""
+    folder = Path(run_dir) / "checkpoints"
+    if (folder / LAST).is_file():
+        return folder / LAST
+    numbered = sorted(folder.glob("g_step_*.ckpt"))  # zero-padded: name order is step order
+    return numbered[-1] if numbered else None
+
+
+def newest_checkpoint(run_dirs: list[Path]) -> Path | None:
+    """The most recently written checkpoint among `run_dirs` (what `ckpt_path=last` continues)."""
+    found = [c for c in map(find_checkpoint, run_dirs) if c is not None]
+    return max(found, key=lambda c: c.stat().st_mtime, default=None)
+
+
 def stored_config(checkpoint: dict[str, Any]) -> DictConfig:
     """The resolved training config stored in the checkpoint."""
     return OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,11 +16,19 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge.cluster import launcher_size
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import optimizer_steps
-from ganforge.tracking import run_group, run_name, wandb_offline
+from ganforge.tracking import run_group, run_name, wandb_offline, wandb_run_id
 
 log = logging.getLogger(__name__)
+
+# conf/hydra/launcher/submitit_{slurm,local}.yaml share their names with the plugin's schemas, so
+# Hydra checks them against those (typos in launcher keys are caught) and warns that this matching
+# is deprecated. Each file is complete on its own and keeps working once Hydra stops matching.
+warnings.filterwarnings(
+    "ignore", message=r"(?s).*hydra/launcher/submitit_\w+' is validated against ConfigStore schema"
+)
 
 
 def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
@@ -28,10 +37,14 @@ def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
 
 def register_resolvers() -> None:
     """`${optimizer_steps:G,K}`: Lightning's step count for G generator steps at K D steps per G step.
-    `${pid:}`: this process's id, which keeps run directories of simultaneous launches apart.
-    `${wandb_offline:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking."""
+    `${pid:}`: the launching process's id, which keeps run directories of simultaneous launches apart
+    (cached: a submitit job, in another process, resolves its sweep directory to the launcher's).
+    `${launcher_size:KEY,DEFAULT}`: see ganforge.cluster.
+    `${wandb_offline:}`, `${wandb_run_id:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking."""
     OmegaConf.register_new_resolver("optimizer_steps", _optimizer_steps, replace=True)
-    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("launcher_size", launcher_size, replace=True)
+    OmegaConf.register_new_resolver("wandb_run_id", wandb_run_id, replace=True)
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)

@@ -27,6 +27,15 @@ class Interrupted(GanforgeError):
         self.exit_code = 128 + signum
 
 
+class Requeued(Interrupted):
+    """The SLURM requeue signal stopped training after a batch; the job goes back in the queue and its
+    next start continues from the checkpoint in the same run directory."""
+
+    def __init__(self, message: str, signum: int, job_id: str) -> None:
+        super().__init__(message, signum)
+        self.job_id = job_id
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn user mistakes into `error: <what to do>` on stderr and a non-zero exit (no traceback)."""

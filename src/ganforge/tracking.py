@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +70,47 @@ def log_image(loggers: list[Logger], key: str, image: Tensor, step: int) -> None
             logger.experiment.add_image(key, image, global_step=step)
 
 
-def finish(trainer: Trainer | None, failed: bool) -> list[str]:
-    """Close W&B runs with the right exit code (a failed job must not show as finished); returns
-    the `wandb sync` commands for runs that were offline."""
+def finish(trainer: Trainer | None, failed: bool, preempted: bool = False) -> list[str]:
+    """Close W&B runs with the right exit code (a failed job must not show as finished; a requeued
+    one shows as preempted); returns the `wandb sync` commands for runs that were offline."""
     commands = []
     for logger in trainer.loggers if trainer is not None and trainer.is_global_zero else []:
         if isinstance(logger, WandbLogger):  # other ranks hold a stand-in, not a run
             run: Any = logger.experiment  # created at start (config logging), so this opens nothing new
             if run.offline:
-                commands.append(f"wandb sync {run.settings.sync_dir}")
+                commands.append(sync_command(run))
+            if preempted:
+                run.mark_preempting()
             finish_wandb_run(run, exit_code=1 if failed else 0)
     return commands
+
+
+def sync_command(run: Any) -> str:
+    """`wandb sync` for an offline run; a run resumed after a requeue left one folder per start, and
+    W&B uploads them, in order, into one run."""
+    sync_dir = Path(run.settings.sync_dir)
+    pieces = sorted(sync_dir.parent.glob(f"offline-run-*-{run.id}*"))
+    if len(pieces) > 1:
+        return f"wandb sync {sync_dir.parent}/offline-run-*-{run.id}*"
+    return f"wandb sync {sync_dir}"
+
+
+def wandb_run_id() -> str:
+    """The W&B run id of this run directory, the same at every start of it (a requeued job resumes
+    its W&B run instead of opening a new one). Made once and kept in `<run>/wandb/run_id`; created
+    without a race when several DDP ranks ask at once."""
+    path = Path(HydraConfig.get().runtime.output_dir) / "wandb" / "run_id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"run_id.{os.getpid()}")
+        tmp.write_text(secrets.token_hex(6))
+        try:
+            os.link(tmp, path)  # atomic and exclusive: the first rank's id wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def finish_wandb_run(run: Any, exit_code: int) -> None:

@@ -16,17 +16,19 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge import cluster
 from ganforge.callbacks.interrupt import GracefulInterrupt
 from ganforge.callbacks.sample_grid import SampleGrid
 from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.callbacks.store_config import StoreConfig
-from ganforge.checkpoint import load_checkpoint, stored_config
+from ganforge.checkpoint import find_checkpoint, load_checkpoint, newest_checkpoint, stored_config
 from ganforge.checkpoint_io import SafeCheckpointIO
 from ganforge.config import (
     check_model_fits_data,
@@ -35,7 +37,7 @@ from ganforge.config import (
     print_config_tree,
     register_resolvers,
 )
-from ganforge.errors import GanforgeError, Interrupted, TrainingDiverged, one_line_errors
+from ganforge.errors import GanforgeError, Interrupted, Requeued, TrainingDiverged, one_line_errors
 from ganforge.gan_module import GANLitModule
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.sweep import in_multirun, write_job_record
@@ -90,6 +92,44 @@ def gan_strategy(trainer_cfg: DictConfig) -> Any:
     if strategy == "auto" and several:
         return GAN_DDP["ddp"]
     return strategy
+
+
+def resume_from(cfg: DictConfig) -> str | None:
+    """The checkpoint this run continues from, if any.
+
+    A run directory that already holds a checkpoint is this run started again (a requeued SLURM job,
+    a reused hydra.run.dir): it continues from its own newest checkpoint whatever ckpt_path says, so a
+    restart never goes back to where the first start began, and nothing in it is overwritten from
+    scratch. Otherwise `ckpt_path` is a checkpoint file, a run directory (its newest checkpoint), or
+    `last`: the newest checkpoint of this task's runs and multirun jobs."""
+    run_dir = Path(cfg.paths.output_dir)
+    own = find_checkpoint(run_dir)
+    if own is not None:
+        log.info("%s already holds %s: continuing from it", run_dir, own)
+        return str(own)
+    value = cfg.get("ckpt_path")
+    if value is None or str(value) == "":
+        return None
+    if str(value) == "last":
+        task_dir = Path(cfg.paths.log_dir) / cfg.task_name
+        runs = [d for d in (*task_dir.glob("runs/*"), *task_dir.glob("multiruns/*/*")) if d != run_dir]
+        found = newest_checkpoint(runs)
+        if found is None:
+            raise GanforgeError(
+                f"ckpt_path=last: no run under {task_dir} has a checkpoint yet; train without ckpt_path "
+                "first, or pass a checkpoint file or run directory"
+            )
+        log.info("ckpt_path=last: continuing from %s", found)
+        return str(found)
+    if Path(value).is_dir():
+        found = find_checkpoint(value)
+        if found is None:
+            raise GanforgeError(
+                f"ckpt_path={value} is a directory without checkpoints/last.ckpt or g_step_*.ckpt; pass "
+                "a run directory that has them, or a checkpoint file"
+            )
+        return str(found)
+    return str(value)
 
 
 def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
@@ -148,9 +188,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = resume_from(cfg)
     if ckpt_path:
         check_resume(ckpt_path, cfg)
+    cluster.check_trainer_fits_launcher(cfg.trainer)
     if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
         raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
     if cfg.get("metrics") and cfg.metrics.feature_network == "inception":
@@ -162,11 +203,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     if cfg.get("synthesize"):
         check_synthesize(cfg, datamodule)
     model = instantiate(cfg.model)
-    interrupt = GracefulInterrupt()
+    requeue_signal = cluster.requeue_signal()
+    interrupt = GracefulInterrupt(requeue_signal)
     callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg), interrupt]
     loggers = instantiate_group(cfg.get("logger"))
     checkpoint_io = SafeCheckpointIO()
     plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), checkpoint_io]
+    if requeue_signal is not None:  # ranks from SLURM; the requeue is ganforge's (see ganforge.cluster)
+        plugins.append(SLURMEnvironment(auto_requeue=False, requeue_signal=requeue_signal))
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -178,15 +222,25 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException as err:
-        finish(trainer, failed=True)  # the W&B run shows as failed, not finished
         last_good = checkpoint_io.last_written or ckpt_path
+        stopped = isinstance(err, SIGTERMException)
+        signum = (interrupt.signal_received(trainer) or signal.SIGTERM) if stopped else None
+        requeue = signum is not None and signum == requeue_signal and last_good is not None
+        finish(trainer, failed=True, preempted=requeue)  # the W&B run shows as failed, not finished
         if isinstance(err, TrainingDiverged):
             fallback = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written"
             raise TrainingDiverged(f"{err}; {fallback}") from None
-        if isinstance(err, SIGTERMException):
-            raise interrupted(
-                interrupt.signal_received(trainer) or signal.SIGTERM, model, last_good
+        if requeue:
+            job_id = cluster.slurm_job_id()
+            assert signum is not None and job_id is not None
+            raise Requeued(
+                f"{signal.Signals(signum).name}: stopped at g_step {model.g_step}, saved {last_good}; "
+                f"requeueing SLURM job {job_id}, which continues from it in {cfg.paths.output_dir}",
+                signum,
+                job_id,
             ) from None
+        if signum is not None:
+            raise interrupted(signum, model, last_good) from None
         raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     where = report(trainer, cfg)
@@ -203,7 +257,9 @@ def main(cfg: DictConfig) -> float | None:
 
     In a multirun, a job that fails (an exception, diverged losses) is recorded as failed in its
     job.json and returns `failed_job_value`, so one bad trial does not end the sweep. SIGTERM or
-    Ctrl-C ends the whole sweep (job.json: interrupted), with the exit code a shell expects."""
+    Ctrl-C ends the whole sweep (job.json: interrupted), with the exit code a shell expects. A SLURM
+    job stopped by its requeue signal is requeued (job.json: requeued) and returns nothing: its next
+    start gives the result."""
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     metrics: dict[str, float] = {}
@@ -218,11 +274,19 @@ def main(cfg: DictConfig) -> float | None:
             except GanforgeError as err:  # one_line_errors turns it into an exit code: keep the text
                 error = f"{type(err).__name__}: {err}"
                 status = "interrupted" if isinstance(err, Interrupted) else "failed"
+                if isinstance(err, Requeued) and rank_zero_only.rank == 0:
+                    status = "requeued"
+                    write_job_record(cfg, status, metrics, error)  # SLURM ends this process once requeued
+                    try:
+                        cluster.requeue(err.job_id, str(cfg.paths.output_dir))
+                    except GanforgeError as failed:
+                        status, error = "interrupted", f"{type(failed).__name__}: {failed}"
+                        raise failed from None
                 raise
         status = "completed"
     except (Exception, SystemExit) as err:
         error = error or f"{type(err).__name__}: {err}"
-        if not in_multirun() or status == "interrupted":
+        if not in_multirun() or status in ("interrupted", "requeued"):  # a requeued job has no result yet
             raise
         log.error("job failed, the sweep goes on: %s", error)
     finally:

@@ -1,9 +1,10 @@
 """Ctrl-C stops a run the way SIGTERM (a scheduler's pre-emption, `kill`) does: after the batch in
 progress, with a resumable `last.ckpt` (written by GANCheckpoint) and exit code 130 (143 for SIGTERM).
+In a SLURM job the requeue signal (ganforge.cluster) stops it the same way, before the job requeues.
 
 Lightning already turns SIGTERM into a `SIGTERMException` raised between batches; this callback
-routes SIGINT into the same handler and remembers which signal it was. A second Ctrl-C aborts at
-once, without saving.
+routes SIGINT and the requeue signal into the same stop and remembers which signal it was. A second
+Ctrl-C aborts at once, without saving.
 """
 
 from __future__ import annotations
@@ -20,14 +21,32 @@ log = logging.getLogger(__name__)
 
 
 class GracefulInterrupt(Callback):
-    def __init__(self) -> None:
+    def __init__(self, requeue_signal: int | None = None) -> None:
+        self.requeue_signal = requeue_signal
         self.received: int | None = None
+        self._trainer: Trainer | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Lightning's signal connector restores the previous SIGINT handler at teardown
+        # Lightning's signal connector restores the previous handlers at teardown
         self.received = None
+        self._trainer = trainer
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
+            if self.requeue_signal is not None:
+                signal.signal(self.requeue_signal, self._on_requeue_signal)
+
+    def _on_requeue_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        log.warning(
+            "%s from SLURM (pre-emption or time limit): saving a checkpoint after this batch, then "
+            "requeueing the job",
+            signal.Signals(signum).name,
+        )
+        # The flag Lightning's SIGTERM handler sets. Not that handler itself: under DDP it broadcasts
+        # from inside the signal handler, a collective the other ranks are not in. Lightning
+        # broadcasts rank 0's flag before every batch, so all ranks stop at the same one.
+        assert self._trainer is not None
+        self._trainer._signal_connector.received_sigterm = True
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.received = signal.SIGINT
@@ -41,7 +60,7 @@ class GracefulInterrupt(Callback):
             sigterm_path(signal.SIGTERM, frame)
 
     def signal_received(self, trainer: Trainer) -> int | None:
-        """SIGINT or SIGTERM if one stopped this fit, else None."""
+        """SIGINT, SIGTERM or the requeue signal if one stopped this fit, else None."""
         if self.received is not None:
             return self.received
         return signal.SIGTERM if trainer.received_sigterm else None
