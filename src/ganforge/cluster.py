@@ -76,7 +76,8 @@ def check_trainer_fits_launcher(trainer: DictConfig) -> None:
 def slurm_job_id() -> str | None:
     """This batch job's id as `scontrol` names it (`<array job>_<task>` for array jobs), None when
     not in a SLURM job that Lightning would treat as one (an interactive `srun bash` is not)."""
-    if not SLURMEnvironment.detect():
+    # SLURMEnvironment.detect()'s test, without its "srun is available but not used" warning
+    if "SLURM_NTASKS" not in os.environ or SLURMEnvironment.job_name() in ("bash", "interactive"):
         return None
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
     if array is not None:

@@ -1,4 +1,5 @@
-"""Experiment tracking across loggers: W&B online/offline choice, images, run metadata, clean finish.
+"""Experiment tracking across loggers: W&B online/offline choice, images, run metadata, clean finish,
+and logs that continue when a run starts again in its own directory (a requeued SLURM job).
 
 W&B goes online when the user is logged in (WANDB_API_KEY or a netrc entry) and offline otherwise,
 without prompting; WANDB_MODE, when set, decides. Offline runs end with the `wandb sync` command.
@@ -6,17 +7,23 @@ without prompting; WANDB_MODE, when set, decides. Offline runs end with the `wan
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -48,6 +55,47 @@ def check_logger_config(loggers: DictConfig | None) -> None:
             "logger.wandb.log_model uploads checkpoints, which an offline W&B run cannot do; log in "
             "(`wandb login` or WANDB_API_KEY) or set logger.wandb.log_model=false"
         )
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger, except that a run started again in its directory keeps the rows it
+    logged before (Lightning deletes an existing metrics.csv). Rows at or after the first step logged
+    again, written after the checkpoint it resumed from, give way to the new ones."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._continuing = False
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        earlier = path.read_bytes() if path.is_file() else None
+        with warnings.catch_warnings():  # "previous log files ... will be deleted": not here
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment
+        if earlier is not None:
+            path.write_bytes(earlier)
+            with path.open(newline="") as f:
+                writer.metrics_keys = sorted(csv.DictReader(f).fieldnames or [])
+            self._continuing = True
+        return writer
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        writer = self.experiment  # made on first use: it tells whether this start continues a log
+        if self._continuing and step is not None:
+            self._continuing = False
+            path = Path(writer.metrics_file_path)
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if float(r["step"]) < step]
+            with path.open("w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
+                out.writeheader()
+                out.writerows(rows)
+        super().log_metrics(metrics, step)
 
 
 def log_run_metadata(loggers: list[Logger], cfg: DictConfig, model: LightningModule) -> None:

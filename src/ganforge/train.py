@@ -225,7 +225,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         last_good = checkpoint_io.last_written or ckpt_path
         stopped = isinstance(err, SIGTERMException)
         signum = (interrupt.signal_received(trainer) or signal.SIGTERM) if stopped else None
-        requeue = signum is not None and signum == requeue_signal and last_good is not None
+        # only a job that trained since it started: one stopped before its first step is not requeued forever
+        requeue = (
+            requeue_signal is not None
+            and signum == requeue_signal
+            and last_good is not None
+            and interrupt.progressed(model)
+        )
         finish(trainer, failed=True, preempted=requeue)  # the W&B run shows as failed, not finished
         if isinstance(err, TrainingDiverged):
             fallback = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written"

@@ -24,11 +24,13 @@ class GracefulInterrupt(Callback):
     def __init__(self, requeue_signal: int | None = None) -> None:
         self.requeue_signal = requeue_signal
         self.received: int | None = None
+        self.started_at_g_step: int | None = None  # after a resume: the checkpoint's g_step
         self._trainer: Trainer | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning's signal connector restores the previous handlers at teardown
         self.received = None
+        self.started_at_g_step = pl_module.g_step
         self._trainer = trainer
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -58,6 +60,10 @@ class GracefulInterrupt(Callback):
         sigterm_path: Any = signal.getsignal(signal.SIGTERM)  # Lightning's: stop at the next boundary
         if callable(sigterm_path):
             sigterm_path(signal.SIGTERM, frame)
+
+    def progressed(self, pl_module: LightningModule) -> bool:
+        """Whether this fit trained at least one generator step."""
+        return self.started_at_g_step is not None and pl_module.g_step > self.started_at_g_step
 
     def signal_received(self, trainer: Trainer) -> int | None:
         """SIGINT, SIGTERM or the requeue signal if one stopped this fit, else None."""
