@@ -26,7 +26,10 @@ JOB = [
 LAUNCHERS = {
     "basic (in-process, one job after the other)": [],
     "submitit_local (subprocesses)": ["hydra/launcher=submitit_local"],
-    "submitit_slurm (local SLURM, 1 CPU per job)": ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1"],
+    "submitit_slurm (local SLURM, 1 CPU per job)": [
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.cpus_per_task=1",
+    ],
 }
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
@@ -76,7 +79,7 @@ def main() -> None:
     restarted = when(log, "already holds")
     ends = {j: (root / j / "job.json").stat().st_mtime for j in ("0", "1")}
     g_step = json.loads((root / "1" / "job.json").read_text())["g_step"]
-    print(f"pre-empted job (USR1 at {signalled - start:.1f} s after submission, finished at g_step {g_step}):")
+    print(f"pre-empted job (USR1 {signalled - start:.1f} s after submission; finished at g_step {g_step}):")
     print(f"  USR1 -> checkpoint written and job requeued      {stopped - signalled:6.1f} s")
     print(f"  requeued -> training again (SLURM hold + start)  {restarted - stopped:6.1f} s")
     print(f"  ends after the uninterrupted job by              {ends['1'] - ends['0']:6.1f} s")
