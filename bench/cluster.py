@@ -25,7 +25,11 @@ JOB = [
 ]  # fmt: skip
 LAUNCHERS = {
     "basic (in-process, one job after the other)": [],
-    "submitit_local (subprocesses)": ["hydra/launcher=submitit_local"],
+    "submitit_local, torch's default threads per job": [
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.cpus_per_task=null",
+    ],
+    "submitit_local, 1 thread per job (the default)": ["hydra/launcher=submitit_local"],
     "submitit_slurm (local SLURM, 1 CPU per job)": [
         "hydra/launcher=submitit_slurm",
         "hydra.launcher.cpus_per_task=1",
@@ -36,7 +40,8 @@ STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 def sweep(out: Path, args: list[str]) -> tuple[subprocess.Popen[str], float]:
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"paths.log_dir={out}", *JOB, *args]
-    return subprocess.Popen(cmd, cwd=out.parent, text=True, stdout=subprocess.DEVNULL), time.time()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    return subprocess.Popen(cmd, cwd=out.parent, text=True, **quiet), time.time()
 
 
 def when(log: Path, text: str) -> float:
@@ -61,7 +66,7 @@ def main() -> None:
     for i, (name, args) in enumerate(LAUNCHERS.items()):
         proc, start = sweep(opts.out / f"launcher{i}", [*args, *budget, "model=dcgan,wgan_gp"])
         assert proc.wait() == 0, name
-        print(f"  {name:<48} {time.time() - start:6.1f}")
+        print(f"  {name:<50} {time.time() - start:6.1f}", flush=True)
 
     out = opts.out / "requeue"
     args = [*LAUNCHERS["submitit_slurm (local SLURM, 1 CPU per job)"], *budget, "+label=straight,preempted"]

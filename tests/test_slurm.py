@@ -19,7 +19,7 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-from ganforge.cluster import check_trainer_fits_launcher, parse_signal
+from ganforge.cluster import check_trainer_fits_launcher, cpu_threads, parse_signal
 from ganforge.errors import GanforgeError
 from ganforge.tracking import CSVLogger, wandb_run_id
 from ganforge.train import resume_from, train
@@ -254,6 +254,21 @@ def test_the_slurm_launcher_asks_for_usr1_before_the_limit() -> None:
     compose_train(["hydra/launcher=submitit_slurm"])
     launcher = HydraConfig.get().launcher
     assert launcher.additional_parameters.signal == "USR1@120" and launcher.additional_parameters.requeue
+
+
+def test_a_job_uses_as_many_threads_as_cpus_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    compose_train([])
+    assert cpu_threads() is None  # a plain run: torch's own choice
+    compose_train(["hydra/launcher=submitit_local"])
+    assert cpu_threads() == 1  # local jobs run side by side
+    compose_train(["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=4"])
+    assert cpu_threads() == 4
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert cpu_threads() == 3  # inside the job, what SLURM granted
 
 
 def touch(path: Path) -> Path:

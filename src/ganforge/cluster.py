@@ -73,6 +73,21 @@ def check_trainer_fits_launcher(trainer: DictConfig) -> None:
         )
 
 
+def cpu_threads() -> int | None:
+    """The CPUs this job was given: SLURM's `--cpus-per-task` in a SLURM job, else the submitit
+    launcher's `cpus_per_task`; None when nothing says (torch then uses every core it sees).
+
+    Jobs that share a machine each start one compute thread per core unless told otherwise; with two
+    jobs on two cores that oversubscription made a 2-job sweep 3x slower than with one thread each
+    (BENCHMARKS.md)."""
+    if slurm_job_id() is not None and os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    node = launcher()
+    if node is not None and node.get("_target_") in (SUBMITIT_SLURM, SUBMITIT_LOCAL):
+        return node.get("cpus_per_task")
+    return None
+
+
 def slurm_job_id() -> str | None:
     """This batch job's id as `scontrol` names it (`<array job>_<task>` for array jobs), None when
     not in a SLURM job that Lightning would treat as one (an interactive `srun bash` is not)."""

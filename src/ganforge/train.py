@@ -188,6 +188,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    threads = cluster.cpu_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+        log.info("using %d CPU thread(s): the CPUs this job was given", threads)
     ckpt_path = resume_from(cfg)
     if ckpt_path:
         check_resume(ckpt_path, cfg)
