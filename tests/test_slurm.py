@@ -201,6 +201,32 @@ def test_a_preempted_job_requeues_and_ends_where_an_uninterrupted_one_does(
     assert f"wandb sync {sweep / '1' / 'wandb'}/offline-run-*-{run_id}*" in log
 
 
+@needs_slurm
+@pytest.mark.slow
+def test_a_preempted_two_task_job_stops_on_every_rank_and_continues(tmp_path: Path, cache_dir: Path) -> None:
+    budget = 60
+    args = [
+        *SLURM, *JOB_FAST, "logger=csv", "hydra.launcher.tasks_per_node=2", f"max_g_steps={budget}",
+        "callbacks.model_checkpoint.last_every_n_g_steps=5",
+    ]  # fmt: skip
+    proc = launch(tmp_path, cache_dir, args)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("logs/train/multiruns/*/0/checkpoints/last.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    sweep = sweep_dir(tmp_path)
+    (job,) = slurm_ids(sweep)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    finished(proc)
+
+    assert [(r["status"], r["g_step"]) for r in summary(sweep)] == [("completed", str(budget))]
+    assert sacct_states(job)[0] == "REQUEUED"
+    assert f"requeued SLURM job {job}" in job_log(sweep, job, 0)
+    for rank in (0, 1):  # both ranks of the second start resumed the one checkpoint
+        assert f"{sweep / '0'} already holds" in job_log(sweep, job, rank)
+    assert torch.load(sweep / "0" / "checkpoints" / "last.ckpt", **LOADS)["gan_steps"]["g_step"] == budget
+
+
 # Without SLURM -------------------------------------------------------------------------------------
 
 

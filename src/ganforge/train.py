@@ -184,6 +184,15 @@ def resume_overrides() -> list[str]:
     return [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
 
 
+def last_saved(trainer: L.Trainer, checkpoint_io: SafeCheckpointIO) -> str | Path | None:
+    """The newest checkpoint this fit wrote. Only rank 0 writes; the other ranks know its path from
+    the checkpoint callback (and say the same thing when they stop)."""
+    if checkpoint_io.last_written is not None or trainer.is_global_zero:
+        return checkpoint_io.last_written
+    callback = trainer.checkpoint_callback
+    return (callback.last_model_path or None) if isinstance(callback, ModelCheckpoint) else None
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
     if cfg.get("seed") is not None:
@@ -226,7 +235,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException as err:
-        last_good = checkpoint_io.last_written or ckpt_path
+        last_good = last_saved(trainer, checkpoint_io) or ckpt_path
         stopped = isinstance(err, SIGTERMException)
         signum = (interrupt.signal_received(trainer) or signal.SIGTERM) if stopped else None
         # only a job that trained since it started: one stopped before its first step is not requeued forever
