@@ -26,6 +26,7 @@ from ganforge.train import resume_from, train
 from tests import wandb_records
 from tests.conftest import FAST, ROOT, SMALL_NETWORKS, compose_train
 from tests.test_faults import LOADS, differences
+from tests.test_sweeps import summary, sweep_dir
 
 
 def slurm_answers() -> bool:
@@ -64,16 +65,6 @@ def finished(proc: subprocess.Popen[str], timeout: int = 400) -> str:
         raise
     assert proc.returncode == 0, stderr[-3000:]
     return stdout
-
-
-def sweep_dir(tmp_path: Path) -> Path:
-    (path,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
-    return path
-
-
-def summary(sweep: Path) -> list[dict[str, str]]:
-    with (sweep / "summary.csv").open() as f:
-        return list(csv.DictReader(f))
 
 
 def slurm_ids(sweep: Path) -> list[str]:
