@@ -19,7 +19,7 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-from ganforge.cluster import check_trainer_fits_launcher, cpu_threads, parse_signal
+from ganforge.cluster import check_launcher, cpu_threads, parse_signal
 from ganforge.errors import GanforgeError
 from ganforge.tracking import CSVLogger, wandb_run_id
 from ganforge.train import resume_from, train
@@ -234,9 +234,9 @@ def test_a_preempted_two_task_job_stops_on_every_rank_and_continues(tmp_path: Pa
     ],
 )
 def test_the_trainer_size_follows_the_slurm_launcher(overrides: list[str], sizes: tuple[int, int]) -> None:
-    cfg = compose_train(overrides)
+    cfg = compose_train([*overrides, "hydra.mode=MULTIRUN"])  # as a submitted job composes it
     assert (cfg.trainer.num_nodes, cfg.trainer.devices) == sizes
-    check_trainer_fits_launcher(cfg.trainer)
+    check_launcher(cfg.trainer)
 
 
 @pytest.mark.parametrize(
@@ -254,7 +254,14 @@ def test_the_trainer_size_follows_the_slurm_launcher(overrides: list[str], sizes
 )
 def test_a_trainer_set_apart_from_the_launcher_is_refused(overrides: list[str], message: str) -> None:
     with pytest.raises(GanforgeError, match=message):
-        check_trainer_fits_launcher(compose_train(overrides).trainer)
+        check_launcher(compose_train([*overrides, "hydra.mode=MULTIRUN"]).trainer)
+
+
+@pytest.mark.parametrize("name", ["submitit_slurm", "submitit_local"])
+def test_a_submitit_launcher_without_multirun_is_refused(name: str) -> None:
+    """Hydra launches only multiruns: without -m the job would quietly train on this machine."""
+    with pytest.raises(GanforgeError, match=f"hydra/launcher={name} submits jobs only in a multirun; add -m"):
+        check_launcher(compose_train([f"hydra/launcher={name}"]).trainer)
 
 
 def test_the_requeue_signal_is_read_as_slurm_writes_it() -> None:

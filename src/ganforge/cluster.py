@@ -21,6 +21,7 @@ import subprocess
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
@@ -53,9 +54,18 @@ def launcher_size(key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def check_trainer_fits_launcher(trainer: DictConfig) -> None:
-    """On SLURM every device is one task: a trainer set apart from the launcher would hang or fail
-    inside Lightning's rank set-up."""
+def check_launcher(trainer: DictConfig) -> None:
+    """Refuse a submitit launcher where it would not do what it says: in a single run (Hydra only
+    launches multiruns, so the job would quietly train here), and on SLURM a trainer set apart from
+    the launcher (every device is one task; otherwise Lightning's rank set-up hangs or fails)."""
+    local = launcher()
+    submitit = local is not None and local.get("_target_") in (SUBMITIT_SLURM, SUBMITIT_LOCAL)
+    if submitit and HydraConfig.get().mode != RunMode.MULTIRUN:
+        name = "submitit_slurm" if local.get("_target_") == SUBMITIT_SLURM else "submitit_local"
+        raise GanforgeError(
+            f"hydra/launcher={name} submits jobs only in a multirun; add -m: python train.py -m "
+            f"hydra/launcher={name} ..."
+        )
     node = slurm_launcher()
     if node is not None:
         for ours, theirs in (("num_nodes", "nodes"), ("devices", "tasks_per_node")):
@@ -65,7 +75,6 @@ def check_trainer_fits_launcher(trainer: DictConfig) -> None:
                     f"trainer.{ours}={trainer.get(ours)} but hydra.launcher.{theirs}={wanted}: on SLURM "
                     f"each device is one task; set hydra.launcher.{theirs} only (trainer.{ours} follows it)"
                 )
-    local = launcher()
     if local is not None and local.get("_target_") == SUBMITIT_LOCAL and (local.tasks_per_node or 1) > 1:
         raise GanforgeError(
             "hydra/launcher=submitit_local runs one task per job; for several local devices set "

@@ -204,7 +204,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     ckpt_path = resume_from(cfg)
     if ckpt_path:
         check_resume(ckpt_path, cfg)
-    cluster.check_trainer_fits_launcher(cfg.trainer)
+    cluster.check_launcher(cfg.trainer)
     if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
         raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
     if cfg.get("metrics") and cfg.metrics.feature_network == "inception":
