@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from ganforge.config import gpu_precision
 from ganforge.regularizers import gradient_penalty, r1_penalty
 from ganforge.train import train
+from tests.conftest import compose_train
 
 IMAGE_MODELS = ["mlp", "dcgan", "lsgan", "wgan_gp", "sngan", "cdcgan", "csngan"]
 
@@ -46,3 +48,17 @@ def test_penalties_under_bf16_autocast_are_close_to_fp32(penalty: str) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = value()
     assert torch.allclose(mixed.float(), full, rtol=5e-2, atol=1e-3), (mixed.item(), full.item())
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16", "precision"),
+    [(True, True, "bf16-mixed"), (True, False, "32-true"), (False, False, "32-true")],
+)
+def test_trainer_gpu_picks_bf16_mixed_where_the_gpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, bf16: bool, precision: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert gpu_precision() == precision
+    assert compose_train(["trainer=gpu"]).trainer.precision == precision
+    assert compose_train(["trainer=ddp"]).trainer.precision == precision

@@ -11,6 +11,7 @@ from typing import Any
 
 import rich.syntax
 import rich.tree
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities import rank_zero_only
@@ -35,15 +36,22 @@ def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
     return -1 if g_steps is None else optimizer_steps(int(g_steps), int(d_steps_per_g))
 
 
+def gpu_precision() -> str:
+    """`${gpu_precision:}`: bf16-mixed on a GPU that computes in bfloat16 (Ampere and newer), else
+    full fp32 (fp16's loss scaling for the two optimizers is not in yet)."""
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+
+
 def register_resolvers() -> None:
     """`${optimizer_steps:G,K}`: Lightning's step count for G generator steps at K D steps per G step.
     `${pid:}`: the launching process's id, which keeps run directories of simultaneous launches apart
     (cached: a submitit job, in another process, resolves its sweep directory to the launcher's).
-    `${launcher_size:KEY,DEFAULT}`: see ganforge.cluster.
+    `${launcher_size:KEY,DEFAULT}`: see ganforge.cluster. `${gpu_precision:}`: see gpu_precision.
     `${wandb_offline:}`, `${wandb_run_id:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking."""
     OmegaConf.register_new_resolver("optimizer_steps", _optimizer_steps, replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("launcher_size", launcher_size, replace=True)
+    OmegaConf.register_new_resolver("gpu_precision", gpu_precision, replace=True)
     OmegaConf.register_new_resolver("wandb_run_id", wandb_run_id, replace=True)
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
