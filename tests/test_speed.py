@@ -1,15 +1,19 @@
 """Speed switches keep training correct: mixed precision on every image model, with the double-backward
-penalties under autocast close to fp32."""
+penalties under autocast close to fp32; a NaN caught without a read-back per step still never reaches
+a checkpoint."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from ganforge.config import gpu_precision
+from ganforge.errors import TrainingDiverged
+from ganforge.losses import NonSaturatingLoss
 from ganforge.regularizers import gradient_penalty, r1_penalty
 from ganforge.train import train
 from tests.conftest import compose_train
@@ -62,3 +66,36 @@ def test_trainer_gpu_picks_bf16_mixed_where_the_gpu_has_it(
     assert gpu_precision() == precision
     assert compose_train(["trainer=gpu"]).trainer.precision == precision
     assert compose_train(["trainer=ddp"]).trainer.precision == precision
+
+
+class NaNFromTheFourthUpdate(NonSaturatingLoss):
+    """A discriminator loss that turns NaN at its fourth call (g_step 3)."""
+
+    calls = 0
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        loss = super().d_loss(real, fake)
+        return loss * float("nan") if type(self).calls > 3 else loss
+
+
+@pytest.mark.slow
+def test_a_nan_loss_found_without_a_per_step_read_back_still_keeps_it_out_of_every_checkpoint(
+    make_cfg,
+) -> None:
+    NaNFromTheFourthUpdate.calls = 0
+    cfg = make_cfg(
+        f"model.loss._target_={__name__}.NaNFromTheFourthUpdate", "metrics=none", "max_g_steps=10",
+        "trainer.log_every_n_steps=50",  # the logging interval would come too late: the checkpoint finds it
+        "callbacks.model_checkpoint.last_every_n_g_steps=1",
+        "callbacks.divergence_guard.every_n_g_steps=1000",
+    )  # fmt: skip
+    with pytest.raises(
+        TrainingDiverged, match=r"at g_step 3: the discriminator loss is nan; last good checkpoint: "
+    ):
+        train(cfg)
+    last = torch.load(
+        Path(cfg.paths.output_dir, "checkpoints", "last.ckpt"), map_location="cpu", weights_only=True
+    )
+    assert last["gan_steps"]["g_step"] == 3
+    assert all(t.isfinite().all() for t in last["state_dict"].values() if t.is_floating_point())

@@ -33,6 +33,9 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 
 
+NETWORKS = ("discriminator", "generator")
+
+
 def optimizer_steps(g_steps: int, d_steps_per_g: int) -> int:
     """Lightning `max_steps`/`every_n_train_steps` equivalent of a number of generator steps."""
     return g_steps * (d_steps_per_g + 1)
@@ -98,6 +101,7 @@ class GANLitModule(LightningModule):
         self.d_step = 0
         self._resumed_rng: dict[str, Any] | None = None
         self.last_losses: dict[str, Tensor] = {}  # for DivergenceGuard's bound on finite losses
+        self._diverged: Tensor | None = None  # [g_step, network, loss] of the first non-finite loss
         # Own generator: the grid noise must not depend on (or disturb) the global seed.
         noise = torch.randn(
             num_fixed_samples, generator.latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed)
@@ -249,12 +253,41 @@ class GANLitModule(LightningModule):
         self.log("train/lr_d", opt_d.param_groups[0]["lr"])
 
     def _check_finite(self, network: str, loss: Tensor) -> None:
-        """Stop a diverged run at once (a sweep records it as failed) instead of stepping on NaN."""
-        self.last_losses[f"train/{network[0]}_loss"] = loss.detach()
-        if not torch.isfinite(loss):
+        """Note, on the device, the first non-finite loss: no host read-back per update (on a GPU
+        each one would wait for the step). `raise_if_diverged` reads it every logging interval
+        and before every checkpoint, so a sweep records the run as failed and no checkpoint
+        after the NaN is written."""
+        loss = loss.detach()
+        self.last_losses[f"train/{network[0]}_loss"] = loss
+        if self._diverged is None or self._diverged.device != loss.device:
+            self._diverged = torch.full((3,), -1.0, device=loss.device)
+        full = partial(torch.full, (), device=loss.device)
+        seen = torch.stack([full(float(self.g_step)), full(float(NETWORKS.index(network))), loss.float()])
+        first = (self._diverged[0] < 0) & ~torch.isfinite(loss)
+        self._diverged = torch.where(first, seen, self._diverged)
+
+    def raise_if_diverged(self) -> None:
+        """Raise, on every rank, once any rank has seen a non-finite loss (one host read-back)."""
+        here = self._diverged is not None and bool(self._diverged[0] >= 0)
+        anywhere = self.trainer.strategy.reduce_boolean_decision(here, all=False) if self._trainer else here
+        if not anywhere:
+            return
+        if not here:
             raise TrainingDiverged(
-                f"training diverged at g_step {self.g_step}: the {network} loss is {loss.item()}"
+                f"training diverged at g_step {self.g_step}: a loss is not finite on another rank"
             )
+        assert self._diverged is not None
+        g_step, network, value = self._diverged.tolist()
+        raise TrainingDiverged(
+            f"training diverged at g_step {int(g_step)}: the {NETWORKS[int(network)]} loss is {value}"
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.d_step % self.trainer.log_every_n_steps == 0:
+            self.raise_if_diverged()
+
+    def on_train_end(self) -> None:
+        self.raise_if_diverged()
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()

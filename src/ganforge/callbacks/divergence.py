@@ -2,7 +2,8 @@
 drives weights to 1e31 without a single NaN), before such weights reach a checkpoint.
 
 Checked every `every_n_g_steps` generator steps (one host read-back for all tensors) and before
-every checkpoint is written. NaN and inf losses are caught by the training step itself, at once.
+every checkpoint is written. NaN and inf losses are noted on the device by the training step and
+raised by the module every logging interval; this check raises them too, before a checkpoint.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class DivergenceGuard(Callback):
 
     def check(self, trainer: Trainer, module: GANLitModule) -> None:
         """Raise on every rank when any rank diverged (losses differ between DDP ranks)."""
+        module.raise_if_diverged()  # a NaN or inf loss since the last logging interval
         problem = self.problem(module)
         if trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
             raise TrainingDiverged(
