@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import LightningModule, Trainer
+from omegaconf import open_dict
 from torch import nn
 
+from ganforge.callbacks.progress_bar import GANProgressBar
 from ganforge.config import gpu_precision
 from ganforge.errors import TrainingDiverged
 from ganforge.losses import NonSaturatingLoss
@@ -99,3 +102,21 @@ def test_a_nan_loss_found_without_a_per_step_read_back_still_keeps_it_out_of_eve
     )
     assert last["gan_steps"]["g_step"] == 3
     assert all(t.isfinite().all() for t in last["state_dict"].values() if t.is_floating_point())
+
+
+class CountingProgressBar(GANProgressBar):
+    reads = 0
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        CountingProgressBar.reads += 1
+        return super().get_metrics(trainer, pl_module)
+
+
+@pytest.mark.slow
+def test_the_progress_bar_reads_metrics_back_only_at_logging_steps(make_cfg) -> None:
+    CountingProgressBar.reads = 0
+    cfg = make_cfg("metrics=none", "max_g_steps=20", "trainer.log_every_n_steps=5")
+    with open_dict(cfg):
+        cfg.callbacks.rich_progress_bar._target_ = f"{__name__}.CountingProgressBar"
+    train(cfg)
+    assert 4 <= CountingProgressBar.reads <= 6  # 20 batches: at 5, 10, 15, 20 (and the end), not 20 times

@@ -1,11 +1,15 @@
-"""Lightning's rich progress bar, with epoch totals that fit a GAN's step accounting.
+"""Lightning's rich progress bar, with epoch totals that fit a GAN's step accounting, and metrics
+read back only at logging steps.
 
 Lightning sizes the bar as if each batch took one optimizer step; a GAN takes d_steps_per_g + 1
 optimizer steps per d_steps_per_g batches, so the stock bar never fills when a step budget ends a run.
+The stock bar also reads its metrics back to the host after every batch, which on a GPU waits for
+the step to finish; the values it shows change at logging steps anyway.
 """
 
 from __future__ import annotations
 
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar
 
 from ganforge.gan_module import GANLitModule
@@ -26,3 +30,10 @@ class GANProgressBar(RichProgressBar):
         if self.trainer.max_epochs == -1:  # step budget: no "Epoch 3/-2"
             return f"Epoch {current_epoch}"
         return super()._get_train_description(current_epoch)
+
+    def _update_metrics(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        batches = pl_module.d_step if isinstance(pl_module, GANLitModule) else trainer.global_step
+        last = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if trainer.training and batches % trainer.log_every_n_steps and not last:
+            return
+        super()._update_metrics(trainer, pl_module)
