@@ -120,3 +120,10 @@ def test_the_progress_bar_reads_metrics_back_only_at_logging_steps(make_cfg) -> 
         cfg.callbacks.rich_progress_bar._target_ = f"{__name__}.CountingProgressBar"
     train(cfg)
     assert 4 <= CountingProgressBar.reads <= 6  # 20 batches: at 5, 10, 15, 20 (and the end), not 20 times
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_batches_are_pinned_where_there_is_a_gpu(monkeypatch: pytest.MonkeyPatch, cuda: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    for data in ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"):
+        assert compose_train([f"data={data}"]).data.pin_memory is cuda

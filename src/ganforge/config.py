@@ -47,11 +47,13 @@ def register_resolvers() -> None:
     `${pid:}`: the launching process's id, which keeps run directories of simultaneous launches apart
     (cached: a submitit job, in another process, resolves its sweep directory to the launcher's).
     `${launcher_size:KEY,DEFAULT}`: see ganforge.cluster. `${gpu_precision:}`: see gpu_precision.
+    `${cuda_available:}`: whether torch sees a GPU (data.pin_memory's default).
     `${wandb_offline:}`, `${wandb_run_id:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking."""
     OmegaConf.register_new_resolver("optimizer_steps", _optimizer_steps, replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("launcher_size", launcher_size, replace=True)
     OmegaConf.register_new_resolver("gpu_precision", gpu_precision, replace=True)
+    OmegaConf.register_new_resolver("cuda_available", lambda: torch.cuda.is_available(), replace=True)
     OmegaConf.register_new_resolver("wandb_run_id", wandb_run_id, replace=True)
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
