@@ -17,16 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback
 from omegaconf import open_dict
+from train_config import train_config  # bench/, beside this script
 
 from ganforge import checkpoint_io
-from ganforge.config import register_resolvers
 from ganforge.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "dcgan digits 32x32, batch 64": ["data=digits"],
     "dcgan 64x64 (celeba size), batch 64": ["data=digits", "data.image_size=64"],
@@ -58,13 +55,8 @@ def timed_writes() -> list[float]:
 
 
 def run(overrides: list[str], out: Path) -> None:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    cfg = train_config(overrides, out)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
         cfg.callbacks["timer"] = {"_target_": f"{__name__}.StepTimer"}
     train(cfg)
 
@@ -74,7 +66,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--interval", type=int, default=50)
     args = parser.parse_args()
-    register_resolvers()
     writes = timed_writes()
     common = [
         "metrics=none", "logger=csv", "extras.print_config=false", "trainer.accelerator=cpu",

@@ -30,15 +30,12 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
+from train_config import train_config  # bench/, beside this script
 
-from ganforge.config import instantiate, register_resolvers
+from ganforge.config import instantiate
 from ganforge.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class StepClock(Callback):
@@ -51,17 +48,6 @@ class StepClock(Callback):
         if module.d_step % module.d_steps_per_g == 0:
             StepClock.ticks.append(time.perf_counter())
             StepClock.first = StepClock.first or time.time()
-
-
-def config(overrides: list[str], out: Path) -> DictConfig:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def steady(ticks: list[float], warmup: int) -> float:
@@ -122,7 +108,6 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     opts = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    register_resolvers()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import ganforge.train"], check=True)
     imports = time.perf_counter() - start
@@ -140,10 +125,14 @@ def main() -> None:
                 f"max_g_steps={opts.steps}", f"paths.log_dir={tmp}/logs", f"paths.cache_dir={tmp}/cache",
                 "extras.print_config=false",
             ]  # fmt: skip
-            rows = {"raw PyTorch loop": (raw_loop(config(common, Path(tmp) / "raw"), opts.steps), None)}
-            rows["ganforge, default callbacks + loggers"] = ganforge(config(common, Path(tmp) / "default"))
-            rows["ganforge, metrics=none"] = ganforge(config([*common, "metrics=none"], Path(tmp) / "none"))
-            again = raw_loop(config(common, Path(tmp) / "raw2"), opts.steps)  # drift over the run
+            rows = {"raw PyTorch loop": (raw_loop(train_config(common, Path(tmp) / "raw"), opts.steps), None)}
+            rows["ganforge, default callbacks + loggers"] = ganforge(
+                train_config(common, Path(tmp) / "default")
+            )
+            rows["ganforge, metrics=none"] = ganforge(
+                train_config([*common, "metrics=none"], Path(tmp) / "none")
+            )
+            again = raw_loop(train_config(common, Path(tmp) / "raw2"), opts.steps)  # drift over the run
             rows["raw PyTorch loop, again at the end"] = (again, None)
         floor = steady(rows["raw PyTorch loop"][0], opts.warmup)
         floor_all = overall(rows["raw PyTorch loop"][0], opts.warmup)
