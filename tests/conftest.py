@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 import ganforge.config
+from ganforge.config import compose_app_config
 from ganforge.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,16 +58,7 @@ SMALL_NETWORKS = {
 
 def compose_train(overrides: list[str], output_dir: Path | None = None, config: str = "train") -> DictConfig:
     """A config as `python <config>.py <overrides>` would build it (hydra node removed)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose(config, overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_app_config(CONF, overrides, output_dir, config)
 
 
 def add_callback(cfg: DictConfig, cls: type) -> DictConfig:

@@ -7,15 +7,19 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import rich.syntax
 import rich.tree
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ganforge.cluster import launcher_size
 from ganforge.errors import GanforgeError
@@ -58,6 +62,24 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
+
+
+def compose_app_config(
+    conf_dir: str | Path, overrides: list[str], output_dir: str | Path | None = None, config: str = "train"
+) -> DictConfig:
+    """A config as `python <config>.py <overrides>` builds it, for code that runs a task outside
+    the Hydra app (tests, benchmarks): HydraConfig is set (run directory `output_dir`) and the
+    hydra node removed, as the task sees it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
+        cfg = compose(config, overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def check_model_fits_data(cfg: DictConfig) -> None:
