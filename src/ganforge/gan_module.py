@@ -6,6 +6,12 @@ generator updates exactly `g * d_steps_per_g` discriminator updates have run. Li
 `global_step` counts *optimizer* steps of both networks, i.e. `g * (d_steps_per_g + 1)`; ganforge's
 own counters `g_step`/`d_step` are what budgets, sample grids and checkpoint names refer to.
 
+Speed switches (README "Speed"): `compile` runs G and D through `torch.compile` (the modules
+themselves stay uncompiled, so checkpoints hold plain weights; the penalties' double backward runs
+eagerly, since compiled graphs have none); `channels_last` stores conv weights and image batches
+NHWC, the layout tensor cores read; under `trainer.precision=16-mixed` each network keeps its own
+gradient scaler (below).
+
 Conditional models (`num_classes` set) pass class labels to both networks: the discriminator sees
 real images with their labels and fakes with the labels they were generated for, which are the
 real batch's labels (so generated classes follow the data's class frequencies).
@@ -13,12 +19,16 @@ real batch's labels (so generated classes follow the data's class frequencies).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import copy
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -60,6 +70,8 @@ class GANLitModule(LightningModule):
         ema_decay: float | None = None,
         augment: nn.Module | None = None,
         num_classes: int | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         networks = {"generator": generator, "discriminator": discriminator}
@@ -74,6 +86,13 @@ class GANLitModule(LightningModule):
             raise GanforgeError(f"model.d_steps_per_g must be >= 1, got {d_steps_per_g}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise GanforgeError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null, got {ema_decay}")
+        if channels_last and not any(
+            isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in generator.modules()
+        ):
+            raise GanforgeError(
+                "model.channels_last=true needs a convolutional model (dcgan, sngan and their variants); "
+                "drop it for this one"
+            )
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
@@ -88,6 +107,10 @@ class GANLitModule(LightningModule):
         self.mode_seeking = mode_seeking
         self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
         self.num_classes = num_classes
+        self.compile = compile
+        self.channels_last = channels_last
+        self._compiled: dict[str, Callable[..., Tensor]] = {}  # a plain dict: not submodules, not saved
+        self._grad_scalers: dict[str, torch.amp.GradScaler] = {}  # 16-mixed only, see `_updating`
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
         # grids and metrics come from it when it is on
         self.generator_ema = (
@@ -119,7 +142,8 @@ class GANLitModule(LightningModule):
         return self.num_classes is not None
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.generator(z, labels) if self.conditional else self.generator(z)
+        generator = self._compiled.get("generator", self.generator)
+        return generator(z, labels) if self.conditional else generator(z)
 
     def sample_noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
@@ -129,10 +153,29 @@ class GANLitModule(LightningModule):
         return torch.arange(n, device=device or self.device) % self.num_classes
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._set_up_speed()
+        if self._trainer is not None and self.trainer.datamodule is not None:
+            self._check_classes(self.trainer.datamodule)
+
+    def _set_up_speed(self) -> None:
+        if self.channels_last:
+            for net in (self.generator, self.discriminator, self.generator_ema):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
+        if self.compile and not self._compiled:
+            self._compiled = {name: torch.compile(getattr(self, name)) for name in NETWORKS}
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
+            # Lightning's one scaler would let an overflow in D's update shrink G's scale (and skip
+            # G's steps) and the other way round: each network gets its own copy of it instead
+            self._grad_scalers = {name: copy.deepcopy(plugin.scaler) for name in NETWORKS}
+            plugin.scaler = None
+
+    def _check_classes(self, data: Any) -> None:
         """A conditional model needs labelled data with exactly its number of classes."""
-        if not self.conditional or self._trainer is None or self.trainer.datamodule is None:
+        if not self.conditional:
             return
-        data = self.trainer.datamodule
         have = getattr(data, "num_classes", None)
         name = getattr(data, "name", type(data).__name__)
         if not have or have < 2:
@@ -180,8 +223,10 @@ class GANLitModule(LightningModule):
         """The discriminator's output on `x`, through the augmentation when there is one."""
         return self.discriminate(x if self.augment is None else self.augment(x), labels)
 
-    def discriminate(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.discriminator(x, labels) if self.conditional else self.discriminator(x)
+    def discriminate(self, x: Tensor, labels: Tensor | None = None, *, eager: bool = False) -> Tensor:
+        """D's output; `eager` bypasses `torch.compile` (needed for a double backward)."""
+        critic = self.discriminator if eager else self._compiled.get("discriminator", self.discriminator)
+        return critic(x, labels) if self.conditional else critic(x)
 
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g(self.generator.parameters())
@@ -191,19 +236,39 @@ class GANLitModule(LightningModule):
         ]
         return [opt_g, opt_d], schedulers
 
+    @contextmanager
+    def _updating(self, network: str) -> Iterator[LightningOptimizer]:
+        """Toggle `network`'s optimizer and, under 16-mixed, point Lightning's precision plugin at
+        that network's gradient scaler: it scales the backward, unscales, skips a step with
+        non-finite gradients and adapts the scale, for this network only."""
+        opt_g, opt_d = self.optimizers()
+        optimizer = opt_g if network == "generator" else opt_d
+        scaler = self._grad_scalers.get(network)
+        plugin = self.trainer.precision_plugin
+        with self.toggled_optimizer(optimizer):
+            if scaler is not None:
+                plugin.scaler = scaler
+            try:
+                yield optimizer
+            finally:
+                if scaler is not None:
+                    plugin.scaler = None
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real = batch[0]
+        if self.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         labels = batch[1] if self.conditional else None
-        opt_g, opt_d = self.optimizers()
         n = real.shape[0]
 
-        with self.toggled_optimizer(opt_d):
+        with self._updating("discriminator") as opt_d:
             with torch.no_grad():
                 fake = self(self.sample_noise(n), labels)
             out_real, out_fake = self.judge(real, labels), self.judge(fake, labels)
             d_loss = self.loss.d_loss(out_real, out_fake)
             penalties = {}
-            critic = partial(self.discriminate, labels=labels)  # penalties act on D itself, unaugmented
+            # the penalties act on D itself, unaugmented and uncompiled (they differentiate twice)
+            critic = partial(self.discriminate, labels=labels, eager=True)
             if self.gradient_penalty:
                 penalties["train/gp"] = gradient_penalty(critic, real, fake)
                 d_loss = d_loss + self.gradient_penalty * penalties["train/gp"]
@@ -227,7 +292,7 @@ class GANLitModule(LightningModule):
 
         if self.d_step % self.d_steps_per_g:
             return
-        with self.toggled_optimizer(opt_g):
+        with self._updating("generator") as opt_g:
             z = self.sample_noise(n)
             if self.mode_seeking and labels is not None:  # pairs (i, i + n/2) share their class
                 h = n // 2
@@ -299,6 +364,8 @@ class GANLitModule(LightningModule):
         checkpoint["gan_steps"] = {"g_step": self.g_step, "d_step": self.d_step}
         # saved at a batch boundary: the noise of the next batch is drawn from exactly these states
         checkpoint["rng_states"] = rng_states()
+        if self._grad_scalers:
+            checkpoint["grad_scalers"] = {name: s.state_dict() for name, s in self._grad_scalers.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         steps = checkpoint.get("gan_steps")
@@ -308,6 +375,10 @@ class GANLitModule(LightningModule):
             )
         self.g_step, self.d_step = steps["g_step"], steps["d_step"]
         self._resumed_rng = checkpoint.get("rng_states")
+        # restored after `setup` made this run's scalers; a run resumed at another precision has none
+        for name, state in checkpoint.get("grad_scalers", {}).items():
+            if name in self._grad_scalers:
+                self._grad_scalers[name].load_state_dict(state)
 
     def on_train_start(self) -> None:
         """Resuming: restore the RNG after everything that set-up draws (seeding, loaders, metrics)."""
