@@ -1,20 +1,26 @@
 """Training throughput: ganforge's trainer against a raw PyTorch loop over the same networks, losses,
-optimisers and data loader (the floor: nothing but the two updates).
+optimisers and data loader (the floor: nothing but the two updates), and the speed switches.
 
-    .venv/bin/python bench/throughput.py [--steps 300] [--warmup 50] [--batches 64 256]
+    .venv/bin/python bench/throughput.py [--device cpu|cuda] [--sizes 32 64] [--batches 64 256]
+        [--steps 300] [--warmup 50] [--variants bf16 channels_last compile ...] [--celeba DIR]
+        [--extra OVERRIDE ...]   # appended to every ganforge row, e.g. logger=csv where W&B is absent
 
-Rows, for DCGAN on digits at 32x32 on the CPU:
-- raw loop: D update (G's fakes under no_grad), then G update with D frozen, per batch;
+Rows, for DCGAN at each image size (32: digits; 64: digits resized to 64x64x3, the shape of
+CelebA-64, or the CelebA folder given with --celeba), per batch size:
+- raw loop: D update (G's fakes under no_grad), then G update with D frozen, fp32, per batch;
 - ganforge, default callbacks and loggers (checkpoints, divergence guard, sample grids, sample
   quality, rich progress bar; CSV + offline W&B);
 - ganforge, metrics off (`metrics=none`, still checkpoints, grids, guard and loggers);
+- ganforge, metrics off, with each `--variants` entry: bf16-mixed, channels_last, compile, alone and
+  combined (the default on a GPU: all of them; on a CPU: none);
 - the raw loop again, last: how much the machine drifted during the run.
 
 Generator steps/s after `--warmup` steps, two ways: a typical step (1 / the median interval between
-two generator steps: data, both updates, hooks, logging) and overall (the wall clock to the last
-step, including the periodic evaluations, sample grids and checkpoints). Start-up (Python and imports
-once; `train()` to the first step per row) is reported separately. Every row of a table comes from
-one run of this script; run it alone on the machine.
+two generator steps) and overall (the wall clock to the last step, including the periodic
+evaluations, grids and checkpoints). On a GPU both loops synchronise every `SYNC_EVERY` generator
+steps and at the last, so the clock sees finished work, not queued kernels. Start-up (Python and
+imports once; `train()` to the first step per row) is reported separately. Every row of a table
+comes from one run of this script; run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -37,6 +43,23 @@ from train_config import train_config  # bench/, beside this script
 from ganforge.config import instantiate
 from ganforge.train import train
 
+SYNC_EVERY = 25
+VARIANTS = {
+    "bf16": ["trainer.precision=bf16-mixed"],
+    "channels_last": ["model.channels_last=true"],
+    "compile": ["model.compile=true"],
+    "bf16+channels_last": ["trainer.precision=bf16-mixed", "model.channels_last=true"],
+    "bf16+channels_last+compile": [
+        "trainer.precision=bf16-mixed", "model.channels_last=true", "model.compile=true",
+    ],
+}  # fmt: skip
+
+
+def tick(device: torch.device, step: int, last: int) -> float:
+    if device.type == "cuda" and (step % SYNC_EVERY == 0 or step == last):
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
 
 class StepClock(Callback):
     """The time at the end of every batch that made a generator step."""
@@ -46,7 +69,7 @@ class StepClock(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: object) -> None:
         if module.d_step % module.d_steps_per_g == 0:
-            StepClock.ticks.append(time.perf_counter())
+            StepClock.ticks.append(tick(module.device, module.g_step, trainer.max_steps // 2))
             StepClock.first = StepClock.first or time.time()
 
 
@@ -61,33 +84,33 @@ def overall(ticks: list[float], warmup: int) -> float:
     return (len(ticks) - warmup) / (ticks[-1] - ticks[warmup - 1])
 
 
-def raw_loop(cfg: DictConfig, steps: int) -> list[float]:
+def raw_loop(cfg: DictConfig, steps: int, device: torch.device) -> list[float]:
     """The two updates and nothing else, over ganforge's own data loader, networks and losses."""
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
     data.prepare_data()
     data.setup("fit")
     module = instantiate(cfg.model)
-    g, d, loss = module.generator, module.discriminator, module.loss
+    g, d, loss = module.generator.to(device), module.discriminator.to(device), module.loss
     opt_g, opt_d = module.optimizer_g(g.parameters()), module.optimizer_d(d.parameters())
     ticks = []
     batches = itertools.chain.from_iterable(itertools.repeat(data.train_dataloader()))
-    for batch in itertools.islice(batches, steps):
-        real, _ = data.on_after_batch_transfer(batch, 0)  # uint8 -> [-1, 1], as Lightning calls it
-        z = torch.randn(real.shape[0], g.latent_dim)
+    for step, batch in enumerate(itertools.islice(batches, steps), start=1):
+        images = batch[0].to(device, non_blocking=True)
+        real = data.on_after_batch_transfer((images, batch[1]), 0)[0]  # uint8 -> [-1, 1] on the device
         with torch.no_grad():
-            fake = g(z)
+            fake = g(torch.randn(real.shape[0], g.latent_dim, device=device))
         d_loss = loss.d_loss(d(real), d(fake))
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         d.requires_grad_(False)
-        g_loss = loss.g_loss(d(g(torch.randn(real.shape[0], g.latent_dim))))
+        g_loss = loss.g_loss(d(g(torch.randn(real.shape[0], g.latent_dim, device=device))))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
         d.requires_grad_(True)
-        ticks.append(time.perf_counter())
+        ticks.append(tick(device, step, steps))
     return ticks
 
 
@@ -101,47 +124,75 @@ def ganforge(cfg: DictConfig) -> tuple[list[float], float]:
     return StepClock.ticks, StepClock.first - start
 
 
+def data_overrides(size: int, celeba: Path | None) -> tuple[str, list[str]]:
+    if size == 32:
+        return "digits 32x32x1", ["data=digits"]
+    if celeba is not None:
+        return f"CelebA {size}x{size}x3 ({celeba})", ["data=celeba", f"data.data_dir={celeba}"]
+    return f"digits resized to {size}x{size}x3", ["data=digits", "data.channels=3"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=None)
+    parser.add_argument("--celeba", type=Path, default=None, help="an img_align_celeba folder for 64x64")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for every ganforge row")
     opts = parser.parse_args()
+    device = torch.device(opts.device)
+    variants = opts.variants if opts.variants is not None else list(VARIANTS) * (device.type == "cuda")
     os.environ.setdefault("WANDB_MODE", "offline")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import ganforge.train"], check=True)
     imports = time.perf_counter() - start
     print(f"a fresh Python importing ganforge.train (torch, lightning, hydra): {imports:.1f} s")
-    print(f"DCGAN, digits 32x32, CPU ({torch.get_num_threads()} threads), {opts.steps} generator steps")
-    print(
-        "| batch | loop | G steps/s (median step) | images/s | vs raw | G steps/s overall | vs raw | "
-        "train() to first step |"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for batch in opts.batches:
+    print(f"DCGAN on {name}, {opts.steps} generator steps, rates after {opts.warmup}")
+    print(
+        "| data | batch | loop | G steps/s (median step) | images/s | vs raw | G steps/s overall | "
+        "images/s overall | vs raw | `train()` to first step |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    for size, batch in itertools.product(opts.sizes, opts.batches):
+        data, data_args = data_overrides(size, opts.celeba)
         with tempfile.TemporaryDirectory() as tmp:
             common = [
-                "data=digits", "model=dcgan", f"data.batch_size={batch}", "trainer.accelerator=cpu",
+                *data_args, f"data.image_size={size}", "model=dcgan", f"data.batch_size={batch}",
+                f"trainer.accelerator={accelerator}", "trainer.devices=1", "trainer.precision=32-true",
                 f"max_g_steps={opts.steps}", f"paths.log_dir={tmp}/logs", f"paths.cache_dir={tmp}/cache",
-                "extras.print_config=false",
+                "extras.print_config=false", *opts.extra,
             ]  # fmt: skip
-            rows = {"raw PyTorch loop": (raw_loop(train_config(common, Path(tmp) / "raw"), opts.steps), None)}
-            rows["ganforge, default callbacks + loggers"] = ganforge(
-                train_config(common, Path(tmp) / "default")
-            )
-            rows["ganforge, metrics=none"] = ganforge(
-                train_config([*common, "metrics=none"], Path(tmp) / "none")
-            )
-            again = raw_loop(train_config(common, Path(tmp) / "raw2"), opts.steps)  # drift over the run
-            rows["raw PyTorch loop, again at the end"] = (again, None)
-        floor = steady(rows["raw PyTorch loop"][0], opts.warmup)
-        floor_all = overall(rows["raw PyTorch loop"][0], opts.warmup)
-        for name, (ticks, startup) in rows.items():
+
+            def config(run: str, *extra: str, common: list[str] = common, tmp: str = tmp) -> DictConfig:
+                return train_config([*common, *extra], Path(tmp) / run)
+
+            rows = {"raw PyTorch loop (fp32)": (raw_loop(config("raw"), opts.steps, device), None)}
+            rows["ganforge, default callbacks + loggers"] = ganforge(config("default"))
+            rows["ganforge, `metrics=none`"] = ganforge(config("none", "metrics=none"))
+            for variant in variants:
+                rows[f"ganforge, `metrics=none`, {variant}"] = ganforge(
+                    config(variant, "metrics=none", *VARIANTS[variant])
+                )
+            again = raw_loop(config("raw2"), opts.steps, device)  # drift over the run
+            rows["raw PyTorch loop (fp32), again at the end"] = (again, None)
+        floor = steady(rows["raw PyTorch loop (fp32)"][0], opts.warmup)
+        floor_all = overall(rows["raw PyTorch loop (fp32)"][0], opts.warmup)
+        for loop, (ticks, startup) in rows.items():
             rate, everything = steady(ticks, opts.warmup), overall(ticks, opts.warmup)
             up = "-" if startup is None else f"{startup:.1f} s"
             print(
-                f"| {batch} | {name} | {rate:.2f} | {rate * batch:.0f} | {rate / floor:.3f} | "
-                f"{everything:.2f} | {everything / floor_all:.3f} | {up} |"
+                f"| {data} | {batch} | {loop} | {rate:.2f} | {rate * batch:.0f} | {rate / floor:.3f} | "
+                f"{everything:.2f} | {everything * batch:.0f} | {everything / floor_all:.3f} | {up} |",
+                flush=True,
             )
 
 

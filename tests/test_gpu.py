@@ -1,0 +1,61 @@
+"""On a CUDA GPU (skipped without one; `bench/gpu_check.sh` runs these with the GPU benchmarks): the
+speed switches train for real on the device, and DDP over two GPUs where there are two."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganforge.checkpoint import load_checkpoint, load_model
+from ganforge.train import train
+from tests.conftest import FAST, ROOT, SMALL_NETWORKS
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs these)"
+    ),
+]
+ON_GPU = ["trainer=gpu", "trainer.accelerator=gpu", "metrics=none", "max_g_steps=20"]
+
+
+def test_trainer_gpu_trains_in_bf16_with_channels_last_and_compile(make_cfg) -> None:
+    cfg = make_cfg(*ON_GPU, "model.channels_last=true", "model.compile=true", "model.ema_decay=0.9")
+    assert cfg.trainer.precision == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
+    metrics, _ = train(cfg)
+    assert metrics["g_step"] == 20
+    assert all(math.isfinite(metrics[k]) for k in ("train/d_loss", "train/g_loss"))
+    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    model = load_model(load_checkpoint(ckpt), torch.device("cpu"), ckpt)  # GPU weights, plain CPU model
+    assert model.generate(torch.randn(4, model.latent_dim)).isfinite().all()
+
+
+@pytest.mark.parametrize("model", ["wgan_gp", "dcgan"])
+def test_16_mixed_on_the_gpu_keeps_a_scaler_per_network(make_cfg, model: str) -> None:
+    cfg = make_cfg(f"model={model}", *ON_GPU, "trainer.precision=16-mixed")
+    metrics, _ = train(cfg)
+    assert all(math.isfinite(metrics[k]) for k in ("train/d_loss", "train/g_loss"))
+    ckpt = torch.load(Path(cfg.paths.output_dir, "checkpoints", "last.ckpt"), weights_only=True)
+    assert set(ckpt["grad_scalers"]) == {"generator", "discriminator"}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_ddp_over_two_gpus(tmp_path: Path) -> None:
+    args = [
+        *FAST, *SMALL_NETWORKS["dcgan"], "trainer=gpu", "trainer.accelerator=gpu", "trainer.devices=2",
+        "trainer.strategy=ddp", "metrics=none", f"paths.log_dir={tmp_path / 'logs'}",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["gan_steps"]["g_step"] == 4
