@@ -107,7 +107,7 @@ class GANLitModule(LightningModule):
         self.mode_seeking = mode_seeking
         self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
         self.num_classes = num_classes
-        self.compile = compile
+        self.compile_networks = compile  # not `self.compile`: that is nn.Module.compile()
         self.channels_last = channels_last
         self._compiled: dict[str, Callable[..., Tensor]] = {}  # a plain dict: not submodules, not saved
         self._grad_scalers: dict[str, torch.amp.GradScaler] = {}  # 16-mixed only, see `_updating`
@@ -163,7 +163,7 @@ class GANLitModule(LightningModule):
             for net in (self.generator, self.discriminator, self.generator_ema):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
-        if self.compile and not self._compiled:
+        if self.compile_networks and not self._compiled:
             self._compiled = {name: torch.compile(getattr(self, name)) for name in NETWORKS}
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
         if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
