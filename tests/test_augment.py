@@ -54,7 +54,7 @@ def test_reports_real_mixed_and_synthetic_only_rows_in_table_csv_and_wandb(
 ) -> None:
     cfg = augment_cfg(
         tmp_path, "data.train_fraction=0.2", f"synthetic_dir={synthetic_dir}", "seeds=[0,1]",
-        "ratios=[1,0.5]", "classifier.steps=3",
+        "ratios=[1,0.5]", "classifier.steps=3", "strategies=[real,mixed,synthetic_only]",
     )  # fmt: skip
     summary = augment(cfg, tmp_path / "out")
     # 20% of digits' 1,618 training images, 32 per class; ratios sorted; CAS on all 400 samples
@@ -66,7 +66,8 @@ def test_reports_real_mixed_and_synthetic_only_rows_in_table_csv_and_wandb(
     ]
     assert all(0 <= r["mean"] <= 1 and r["std"] >= 0 for r in summary)
     lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
-    assert lines[0] == "setting,ratio,real images,synthetic images,seed,test accuracy" and len(lines) == 9
+    assert lines[0] == "strategy,setting,value,real images,synthetic images,seed,test accuracy"
+    assert len(lines) == 9
     assert (tmp_path / "out" / "summary.csv").read_text().count("\n") == 5
 
     (run_file,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
@@ -84,7 +85,7 @@ def test_trains_on_the_synthetic_labels(tmp_path: Path) -> None:
     for shuffled in (False, True):
         folder = write_digits(tmp_path / f"shuffled_{shuffled}", shuffled)
         cfg = augment_cfg(
-            tmp_path / str(shuffled), f"synthetic_dir={folder}", "seeds=[0]", "ratios=[]",
+            tmp_path / str(shuffled), f"synthetic_dir={folder}", "seeds=[0]", "strategies=[synthetic_only]",
             "classifier.steps=150", "wandb.enabled=false",
         )  # fmt: skip
         accuracy[shuffled] = augment(cfg, tmp_path / f"out_{shuffled}")[-1]["mean"]
@@ -128,8 +129,19 @@ def test_synthesize_chain_trains_exports_and_measures_in_one_run(make_cfg, tmp_p
     )
     assert "best.ckpt" in (out / "synthetic" / "manifest.json").read_text()  # the best checkpoint by FID
     rows = (out / "augment" / "summary.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["real", "real + synthetic x1", "synthetic only (CAS)"]
-    assert rows[1].split(",")[2] == "160"  # the GAN's own scarce subset: 10% of digits, 16 per class
+    assert [r.split(",")[1] for r in rows[1:]] == [  # every default strategy
+        "real",
+        "real + augmentation",
+        "real + synthetic x1",
+        "real + synthetic x1 + augmentation",
+        "real + filtered synthetic (p >= 0.9) x1",
+        "real + 0.1 x synthetic loss",
+        "real + 0.5 x synthetic loss",
+        "real + 1 x synthetic loss",
+        "synthetic (50% of steps) then real",
+        "synthetic only (CAS)",
+    ]
+    assert rows[1].split(",")[3] == "160"  # the GAN's own scarce subset: 10% of digits, 16 per class
 
 
 @pytest.mark.parametrize(

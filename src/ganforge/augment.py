@@ -1,16 +1,16 @@
 """The augment task: does synthetic data help a classifier trained on scarce real data?
 
 Trains the downstream classifier (the metrics classifier's architecture) with the same number of steps
-on (a) the real training set, (b) real + synthetic at each ratio (synthetic images per real image) and
-(c) synthetic only — the Classification Accuracy Score of Ravuri & Vinyals (2019) — and reports test
-accuracy on the real test set over several seeds.
+under each of `downstream.STRATEGIES` — real only (plain and with standard augmentation), real +
+synthetic at ratios (plain, augmented, confidence-filtered), a weighted synthetic loss, pre-training on
+synthetic data, synthetic only (the Classification Accuracy Score of Ravuri & Vinyals 2019) — and
+reports test accuracy on the real test set over several seeds.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from ganforge import synthetic
+from ganforge import downstream, synthetic
 from ganforge.config import instantiate, register_resolvers
 from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels, resize_uint8
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.evaluate import pick_device
-from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
 from ganforge.tracking import finish_wandb_run, wandb_offline
 
 log = logging.getLogger(__name__)
@@ -65,70 +64,26 @@ def load_synthetic(folder: str, datamodule: ImageDataModule) -> tuple[Tensor, Te
     return images, labels
 
 
-def train_sets(
-    real: tuple[Tensor, Tensor], fake: tuple[Tensor, Tensor] | None, ratios: list[float], seed: int,
-    synthetic_only: bool,
-) -> list[tuple[str, float | None, TensorDataset]]:  # fmt: skip
-    """(setting, ratio, training set) rows; each seed draws its own synthetic subset per ratio."""
-    n_real = len(real[1])
-    rows: list[tuple[str, float | None, TensorDataset]] = [("real", 0.0, TensorDataset(*real))]
-    if fake is None:
-        return rows
-    n_fake = len(fake[1])
-    order = torch.randperm(n_fake, generator=torch.Generator().manual_seed(seed))
-    for ratio in ratios:
-        k = round(ratio * n_real)
-        if k > n_fake:
-            raise GanforgeError(
-                f"ratio {ratio} needs {k} synthetic images ({n_real} real), the synthetic set has {n_fake}; "
-                f"export more (generate.py num_samples={k}) or lower the ratios"
-            )
-        pick = order[:k]
-        mixed = (torch.cat([real[0], fake[0][pick]]), torch.cat([real[1], fake[1][pick]]))
-        rows.append((f"real + synthetic x{ratio:g}", ratio, TensorDataset(*mixed)))
-    if synthetic_only:
-        rows.append(("synthetic only (CAS)", None, TensorDataset(*fake)))
-    return rows
-
-
 def run(
     datamodule: ImageDataModule, synthetic_dir: str | None, settings: dict[str, Any], device: torch.device
 ) -> list[Result]:
-    """One result per (setting, seed): training-set sizes and real test accuracy."""
+    """One result per (row, seed): training-set sizes and real test accuracy."""
     if not datamodule.num_classes or datamodule.num_classes < 2:
         raise GanforgeError(f"augment.py needs labelled data, and {datamodule.name} has no classes")
+    strategies = downstream.check(settings, has_synthetic=bool(synthetic_dir))
     datamodule.prepare_data()
     datamodule.setup("fit")
     if datamodule.data_test is None or len(datamodule.data_test) == 0:
         raise GanforgeError(f"augment.py measures on the real test split, and {datamodule.name} has none")
     real = training_tensors(datamodule.data_train)
     fake = load_synthetic(synthetic_dir, datamodule) if synthetic_dir else None
-    net, ratios = settings["classifier"], sorted(settings["ratios"])
-    if any(r <= 0 for r in ratios):
-        raise GanforgeError(f"ratios are synthetic images per real image and must be positive, got {ratios}")
-    results = []
-    for seed in settings["seeds"]:
-        for setting, ratio, train in train_sets(real, fake, ratios, seed, settings["synthetic_only"]):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = SmallCNN(
-                    datamodule.channels, datamodule.num_classes, net["width"], net["feature_dim"]
-                )
-            epochs = math.ceil(net["steps"] / math.ceil(len(train) / net["batch_size"]))
-            fit_classifier(
-                model, train, device, epochs, net["lr"], net["batch_size"], seed, max_steps=net["steps"]
-            )
-            n_fake = len(train) - len(real[1]) if ratio is not None else len(train)
-            results.append({
-                "setting": setting,
-                "ratio": ratio,
-                "real images": len(train) - n_fake,
-                "synthetic images": n_fake,
-                "seed": seed,
-                "test accuracy": accuracy(model, datamodule.data_test, device),
-            })  # fmt: skip
-            log.info("%s, seed %d: test accuracy %.4f", setting, seed, results[-1]["test accuracy"])
-    return results
+    if fake is not None:
+        downstream.check_ratios(settings, strategies, len(real[1]), len(fake[1]))
+    experiment = downstream.Downstream(
+        real, fake, datamodule.data_test, datamodule.num_classes, settings["classifier"], device,
+        instantiate(OmegaConf.create(settings["augmentation"])) if settings.get("augmentation") else None,
+    )  # fmt: skip
+    return experiment.run(strategies, settings["seeds"], settings)
 
 
 def summarise(results: list[Result]) -> list[Result]:
@@ -136,7 +91,8 @@ def summarise(results: list[Result]) -> list[Result]:
     rows: dict[str, Result] = {}
     for r in results:
         row = rows.setdefault(
-            r["setting"], {k: r[k] for k in ("setting", "ratio", "real images", "synthetic images")}
+            r["setting"],
+            {k: r[k] for k in ("strategy", "setting", "value", "real images", "synthetic images")},
         )
         row.setdefault("accuracies", []).append(r["test accuracy"])
     for row in rows.values():

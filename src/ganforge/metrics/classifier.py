@@ -6,7 +6,10 @@ measure mode coverage, and the same architecture is the downstream classifier of
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -76,17 +79,59 @@ def fit_classifier(
     batch_size: int = 128,
     seed: int = 0,
     max_steps: int | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    weighted: tuple[Dataset, float] | None = None,
 ) -> SmallCNN:
     """Adam + cross-entropy (cosine schedule) on uint8 (image, label) data; deterministic per seed.
-    Trains `epochs` passes, or `max_steps` optimizer steps if that comes first (large data sets)."""
+    Trains `epochs` passes, or `max_steps` optimizer steps if that comes first (large data sets).
+    `transform` augments each uint8 image on the device. `weighted` = (data set, lambda) adds, per step,
+    lambda times the loss on a batch of that set, whose forward pass neither draws from the training
+    RNG nor moves the batch-norm statistics: those stay the training set's (with lambda = 0 the model
+    is exactly the one trained without it)."""
     model.to(device).train()
     steps = epochs * -(-len(train) // batch_size)
     if max_steps is not None:
         steps = min(steps, max_steps)
+    second = None
+    if weighted is not None:
+        extra, weight = weighted
+        second = (_cycle(extra, batch_size, seed + 1_000_003), weight)
     with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG (e.g. GAN training) untouched
         torch.manual_seed(seed)
-        _fit(model, train, device, epochs, lr, batch_size, seed, steps)
+        _fit(model, train, device, epochs, lr, batch_size, seed, steps, transform, second)
     return model.eval()
+
+
+def _cycle(dataset: Dataset, batch_size: int, seed: int) -> Iterator[list[Tensor]]:
+    """Shuffled batches of `dataset`, epoch after epoch, from their own generator."""
+    return itertools.chain.from_iterable(
+        _batches(dataset, batch_size, shuffle=True, seed=seed + epoch) for epoch in itertools.count()
+    )
+
+
+@contextmanager
+def frozen_batch_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Batch norm normalises with the batch's statistics but leaves its running ones (and its batch
+    count) as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+def _loss(
+    model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, transform: Callable | None
+) -> Tensor:
+    images = images.to(device)
+    if transform is not None:  # per image: a batch-level call would draw one set of parameters for all
+        images = torch.stack([transform(x) for x in images])
+    return nn.functional.cross_entropy(model(to_signed_unit(images)), labels.to(device))
 
 
 def _fit(
@@ -98,6 +143,8 @@ def _fit(
     batch_size: int,
     seed: int,
     steps: int,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    second: tuple[Iterator[list[Tensor]], float] | None = None,
 ) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -105,7 +152,12 @@ def _fit(
     for epoch in range(epochs):
         total = seen = 0.0
         for images, labels in _batches(train, batch_size, shuffle=True, seed=seed + epoch):
-            loss = nn.functional.cross_entropy(model(to_signed_unit(images.to(device))), labels.to(device))
+            loss = _loss(model, images, labels, device, transform)
+            if second is not None:
+                extra, weight = second
+                devices = [device] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices), frozen_batch_norm_statistics(model):
+                    loss = loss + weight * _loss(model, *next(extra), device, None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

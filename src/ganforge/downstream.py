@@ -1,0 +1,237 @@
+"""The ways synthetic data can enter the downstream classifier: the strategies `augment.py` compares.
+
+Every row trains a fresh SmallCNN from the same seed for the same number of optimizer steps on the
+same scarce real set; only what those steps see differs:
+
+- `real`, `real_augmented`: the real images, plain or through standard augmentation;
+- `mixed`, `mixed_augmented`: real + synthetic images at each ratio (synthetic per real image);
+- `filtered`: like `mixed`, from the synthetic images that the real-only classifier of the same seed
+  assigns to their requested class with probability >= `filter_threshold`;
+- `weighted`: every step a real and a synthetic batch, loss = CE(real) + lambda * CE(synthetic);
+- `pretrained`: synthetic images for `pretrain_fraction` of the steps, then real ones;
+- `synthetic_only`: synthetic images alone (the Classification Accuracy Score).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, TensorDataset
+
+from ganforge.datamodules.base import to_signed_unit
+from ganforge.errors import GanforgeError
+from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = (
+    "real",
+    "real_augmented",
+    "mixed",
+    "mixed_augmented",
+    "filtered",
+    "weighted",
+    "pretrained",
+    "synthetic_only",
+)
+
+Images = tuple[Tensor, Tensor]  # uint8 images [N, C, H, W], class labels [N]
+Result = dict[str, Any]
+
+
+@dataclass
+class Downstream:
+    """One data set's downstream experiment: the scarce real set, the synthetic pool, the real test
+    set, the classifier's settings and the standard augmentation."""
+
+    real: Images
+    synthetic: Images | None
+    test: Dataset
+    num_classes: int
+    classifier: dict[str, Any]  # width, feature_dim, steps, lr, batch_size
+    device: torch.device
+    augmentation: Callable[[Tensor], Tensor] | None = None
+
+    def fit(
+        self,
+        seed: int,
+        data: Images,
+        *,
+        augmented: bool = False,
+        steps: int | None = None,
+        weighted: tuple[Images, float] | None = None,
+        model: SmallCNN | None = None,
+    ) -> SmallCNN:
+        net = self.classifier
+        if model is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = SmallCNN(self.real[0].shape[1], self.num_classes, net["width"], net["feature_dim"])
+        steps = net["steps"] if steps is None else steps
+        batches = -(-len(data[1]) // net["batch_size"])
+        return fit_classifier(
+            model, TensorDataset(*data), self.device, epochs=-(-steps // batches), lr=net["lr"],
+            batch_size=net["batch_size"], seed=seed, max_steps=steps,
+            transform=self.augmentation if augmented else None,
+            weighted=None if weighted is None else (TensorDataset(*weighted[0]), weighted[1]),
+        )  # fmt: skip
+
+    def rows(
+        self, strategy: str, seed: int, settings: dict[str, Any], baseline: SmallCNN | None
+    ) -> Iterator[tuple[str, float | None, int, SmallCNN]]:
+        """(setting, ratio or weight, synthetic images seen, trained model) for each row of `strategy`."""
+        real, fake = self.real, self.synthetic
+        if strategy in ("real", "real_augmented"):
+            augmented = strategy == "real_augmented"
+            yield (
+                ("real + augmentation" if augmented else "real"),
+                None,
+                0,
+                self.fit(seed, real, augmented=augmented),
+            )
+            return
+        assert fake is not None
+        if strategy in ("mixed", "mixed_augmented", "filtered"):
+            pool, label = fake, "synthetic"
+            if strategy == "filtered":
+                assert baseline is not None
+                tau = settings["filter_threshold"]
+                pool, label = (
+                    confident(baseline, fake, tau, self.device),
+                    f"filtered synthetic (p >= {tau:g})",
+                )
+            augmented = strategy == "mixed_augmented"
+            for ratio in sorted(settings["ratios"]):
+                picked = draw(pool, round(ratio * len(real[1])), seed, strict=strategy != "filtered")
+                mixed = (torch.cat([real[0], picked[0]]), torch.cat([real[1], picked[1]]))
+                name = f"real + {label} x{ratio:g}" + (" + augmentation" if augmented else "")
+                yield name, ratio, len(picked[1]), self.fit(seed, mixed, augmented=augmented)
+        elif strategy == "weighted":
+            for weight in settings["weights"]:
+                model = self.fit(seed, real, weighted=(fake, weight))
+                yield f"real + {weight:g} x synthetic loss", weight, len(fake[1]), model
+        elif strategy == "pretrained":
+            share = settings["pretrain_fraction"]
+            first = round(share * self.classifier["steps"])
+            model = self.fit(seed, fake, steps=first)
+            model = self.fit(seed, real, steps=self.classifier["steps"] - first, model=model)
+            yield f"synthetic ({share:.0%} of steps) then real", share, len(fake[1]), model
+        elif strategy == "synthetic_only":
+            yield "synthetic only (CAS)", None, len(fake[1]), self.fit(seed, fake)
+        else:
+            raise GanforgeError(
+                f"unknown downstream strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
+            )
+
+    def run(self, strategies: list[str], seeds: list[int], settings: dict[str, Any]) -> list[Result]:
+        """One result per (row, seed); the real-only classifier of each seed is the filter's judge."""
+        results = []
+        for seed in seeds:
+            baseline = None
+            order = sorted(strategies, key=lambda s: s != "real")  # the judge first
+            if "filtered" in strategies and "real" not in strategies:
+                order = ["real", *order]
+            for strategy in order:
+                for setting, value, n_fake, model in self.rows(strategy, seed, settings, baseline):
+                    if strategy == "real":
+                        baseline = model
+                        if strategy not in strategies:
+                            continue
+                    results.append({
+                        "strategy": strategy,
+                        "setting": setting,
+                        "value": value,
+                        "real images": 0 if strategy == "synthetic_only" else len(self.real[1]),
+                        "synthetic images": n_fake,
+                        "seed": seed,
+                        "test accuracy": accuracy(model, self.test, self.device),
+                    })  # fmt: skip
+                    log.info("%s, seed %d: test accuracy %.4f", setting, seed, results[-1]["test accuracy"])
+        return results
+
+
+def check(settings: dict[str, Any], has_synthetic: bool) -> list[str]:
+    """The strategies to run, after refusing settings that could only fail later; without a
+    synthetic set, the real-only ones."""
+    strategies = list(settings["strategies"])
+    if settings.get("synthetic_only") is not None:  # the key before strategies existed
+        log.warning("synthetic_only is deprecated: list synthetic_only (or leave it out) in strategies")
+        strategies = [s for s in strategies if s != "synthetic_only"] + ["synthetic_only"] * bool(
+            settings["synthetic_only"]
+        )
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise GanforgeError(f"strategies={strategies}: choose from {', '.join(STRATEGIES)}")
+    if not 0.0 <= settings["filter_threshold"] <= 1.0:
+        raise GanforgeError(
+            f"filter_threshold is a probability in [0, 1] (e.g. 0.9), got {settings['filter_threshold']}"
+        )
+    if any(r <= 0 for r in settings["ratios"]):
+        raise GanforgeError(
+            f"ratios are synthetic images per real image and must be positive, got {settings['ratios']}"
+        )
+    if any(w < 0 for w in settings["weights"]):
+        raise GanforgeError(
+            f"weights are the synthetic loss's weight and must be >= 0, got {settings['weights']}"
+        )
+    if not 0.0 < settings["pretrain_fraction"] < 1.0:
+        raise GanforgeError(
+            f"pretrain_fraction is the share of steps on synthetic images, in (0, 1) (e.g. 0.5), got "
+            f"{settings['pretrain_fraction']}"
+        )
+    if not has_synthetic:
+        real_only = [s for s in strategies if s in ("real", "real_augmented")]
+        if real_only != strategies:
+            log.info("no synthetic_dir: running the real-only strategies (%s) alone", ", ".join(real_only))
+        strategies = real_only
+    return strategies
+
+
+def check_ratios(settings: dict[str, Any], strategies: list[str], n_real: int, n_synthetic: int) -> None:
+    """Refuse, before any training, a ratio that needs more synthetic images than there are."""
+    if not {"mixed", "mixed_augmented"} & set(strategies) or not settings["ratios"]:
+        return
+    ratio = max(settings["ratios"])
+    if round(ratio * n_real) > n_synthetic:
+        raise GanforgeError(
+            f"ratio {ratio:g} needs {round(ratio * n_real)} synthetic images ({n_real} real), the synthetic "
+            f"set has {n_synthetic}; export more (generate.py num_samples={round(ratio * n_real)}) or lower "
+            "the ratios"
+        )
+
+
+def draw(pool: Images, k: int, seed: int, strict: bool = True) -> Images:
+    """`k` images of `pool`, a seeded random choice; all of it (with a warning) when it has fewer and
+    `strict` is off."""
+    if k > len(pool[1]):
+        if strict:
+            raise GanforgeError(f"{k} synthetic images asked for, the synthetic set has {len(pool[1])}")
+        log.warning(
+            "only %d synthetic images pass the filter, %d asked for: using all of them", len(pool[1]), k
+        )
+        k = len(pool[1])
+    order = torch.randperm(len(pool[1]), generator=torch.Generator().manual_seed(seed))[:k]
+    return pool[0][order], pool[1][order]
+
+
+@torch.no_grad()
+def confidences(model: nn.Module, images: Images, device: torch.device, batch_size: int = 512) -> Tensor:
+    """The probability `model` gives each image's own label."""
+    model.eval()
+    out = []
+    for x, y in zip(images[0].split(batch_size), images[1].split(batch_size), strict=True):
+        p = model(to_signed_unit(x.to(device))).softmax(1)
+        out.append(p.gather(1, y.to(device)[:, None]).squeeze(1).cpu())
+    return torch.cat(out)
+
+
+def confident(model: nn.Module, images: Images, tau: float, device: torch.device) -> Images:
+    """The images whose own label gets probability >= `tau` from `model`."""
+    keep = confidences(model, images, device) >= tau
+    log.info("filter p >= %g keeps %d of %d synthetic images", tau, int(keep.sum()), len(keep))
+    return images[0][keep], images[1][keep]
