@@ -669,3 +669,25 @@ def test_train_fraction_needs_enough_images_of_every_class(tmp_path: Path) -> No
     write_image(tmp_path / "few" / "0.png", solid(BLUE))
     with user_error("needs 5 images of class 0, the train split has 1; lower data.train_fraction"):
         folder_module(tmp_path, train_fraction=0.9)
+
+
+def test_train_per_class_keeps_that_many_of_every_class() -> None:
+    scarce = DigitsDataModule(train_per_class=5)
+    scarce.setup()
+    assert scarce.data_train.tensors[1].bincount().tolist() == [5] * 10
+    fraction = DigitsDataModule(train_fraction=5 / 161.8)  # the same count, asked as a share
+    fraction.setup()
+    assert torch.equal(fraction.data_train.tensors[0], scarce.data_train.tensors[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"train_per_class": 0}, "set one of them, train_per_class to a count >= 1"),
+        ({"train_per_class": 5, "train_fraction": 0.5}, "set one of them"),
+        ({"train_per_class": 500}, "needs 500 images of class 0, the train split has"),
+    ],
+)
+def test_train_per_class_mistakes(kwargs: dict, message: str) -> None:
+    with user_error(message):
+        DigitsDataModule(**kwargs).setup()

@@ -78,13 +78,20 @@ class ImageDataModule(LightningDataModule):
         pin_memory: bool = False,
         train_fraction: float = 1.0,
         train_fraction_seed: int = 0,
+        train_per_class: int | None = None,
     ) -> None:
         super().__init__()
         if image_size < 1 or batch_size < 1:
             raise GanforgeError("data.image_size and data.batch_size must be positive")
         if not 0 < train_fraction <= 1:
             raise GanforgeError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
+        if train_per_class is not None and (train_per_class < 1 or train_fraction != 1):
+            raise GanforgeError(
+                f"data.train_per_class={train_per_class} with data.train_fraction={train_fraction}: set one "
+                "of them, train_per_class to a count >= 1 (e.g. data.train_per_class=10)"
+            )
         self.train_fraction = train_fraction
+        self.train_per_class = train_per_class
         self.train_fraction_seed = train_fraction_seed
         self.data_dir = data_dir
         self.image_size = image_size
@@ -106,15 +113,20 @@ class ImageDataModule(LightningDataModule):
         return TensorDataset(images, labels.long())
 
     def keep_train_fraction(self) -> None:
-        """The scarce-data setting: keep `train_fraction` of the training images (train + val splits,
-        e.g. MNIST's 60,000), the same number from every class, drawn from the train split (seeded)."""
-        if self.train_fraction == 1 or self.data_train is None:
+        """The scarce-data setting: keep `train_per_class` images of every class, or `train_fraction` of
+        the training images (train + val splits, e.g. MNIST's 60,000) in equal numbers per class; drawn
+        from the train split (seeded by `train_fraction_seed`)."""
+        if (self.train_fraction == 1 and self.train_per_class is None) or self.data_train is None:
             return
         total = len(self.data_train) + len(self.data_val or [])
         labels = labels_of(self.data_train)
         classes = self.num_classes if self.num_classes and self.num_classes > 1 else 1
-        per_class = round(self.train_fraction * total / classes)
-        what = f"data.train_fraction={self.train_fraction} of {total} {self.name} training images"
+        if self.train_per_class is not None:
+            knob, per_class = "data.train_per_class", self.train_per_class
+            what = f"{knob}={per_class} of {total} {self.name} training images"
+        else:
+            knob, per_class = "data.train_fraction", round(self.train_fraction * total / classes)
+            what = f"{knob}={self.train_fraction} of {total} {self.name} training images"
         if per_class < 1:
             raise GanforgeError(f"{what} leaves no image per class; raise data.train_fraction")
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.train_fraction_seed))
@@ -127,7 +139,7 @@ class ImageDataModule(LightningDataModule):
                 if len(of_class) < per_class:
                     raise GanforgeError(
                         f"{what} needs {per_class} images of class {c}, the train split has "
-                        f"{len(of_class)}; lower data.train_fraction"
+                        f"{len(of_class)}; lower {knob}"
                     )
                 picks.append(of_class[:per_class])
             keep = torch.cat(picks).sort().values
