@@ -42,8 +42,15 @@ def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
 
 def gpu_precision() -> str:
     """`${gpu_precision:}`: bf16-mixed on a GPU that computes in bfloat16 (Ampere and newer), else
-    full fp32 (fp16's loss scaling for the two optimizers is not in yet)."""
+    full fp32 (16-mixed, with a gradient scaler per network, is a choice: trainer.precision=16-mixed)."""
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def step_budget(table: Any, size: int) -> int:
+    """`${step_budget:TABLE,N}`: the budget of the largest size in TABLE ({size: steps}) that N reaches
+    (the smallest size's budget below it): a training budget that follows the data's size."""
+    budgets = sorted((int(k), int(v)) for k, v in table.items())
+    return next((steps for least, steps in reversed(budgets) if size >= least), budgets[0][1])
 
 
 def register_resolvers() -> None:
@@ -52,7 +59,8 @@ def register_resolvers() -> None:
     (cached: a submitit job, in another process, resolves its sweep directory to the launcher's).
     `${launcher_size:KEY,DEFAULT}`: see ganforge.cluster. `${gpu_precision:}`: see gpu_precision.
     `${cuda_available:}`: whether torch sees a GPU (data.pin_memory's default).
-    `${wandb_offline:}`, `${wandb_run_id:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking."""
+    `${wandb_offline:}`, `${wandb_run_id:}`, `${run_name:}`, `${run_group:}`: see ganforge.tracking.
+    `${step_budget:TABLE,N}`: see step_budget."""
     OmegaConf.register_new_resolver("optimizer_steps", _optimizer_steps, replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("launcher_size", launcher_size, replace=True)
@@ -62,6 +70,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
+    OmegaConf.register_new_resolver("step_budget", step_budget, replace=True)
 
 
 def compose_app_config(

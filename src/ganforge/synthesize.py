@@ -4,6 +4,7 @@ was trained on (its scarce subset included) — one command from data to the aug
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def trained_checkpoint(trainer: Trainer, which: str) -> Path:
     return Path(last[0])
 
 
-def synthesize(cfg: DictConfig, trainer: Trainer) -> dict[str, str]:
-    """Export, then augment; returns where the outputs went."""
+def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> dict[str, str]:
+    """Export, then augment; returns where the outputs went. `augment/gan.json` records the real data's
+    size, the GAN's seed and its last sample-quality metrics, for the scarcity curve."""
     settings = cfg.synthesize
     ckpt = trained_checkpoint(trainer, settings.checkpoint)
     export = OmegaConf.to_container(settings.export, resolve=True)
@@ -80,4 +82,12 @@ def synthesize(cfg: DictConfig, trainer: Trainer) -> dict[str, str]:
         augment_cfg.wandb.entity = cfg.logger.wandb.entity
     results_dir = Path(cfg.paths.output_dir) / "augment"
     augment(augment_cfg, results_dir)
+    data = trainer.datamodule
+    record = {
+        "real per class": len(data.data_train) // data.num_classes,
+        "gan seed": cfg.seed,
+        "checkpoint": str(ckpt),
+        "quality": {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+    }
+    (results_dir / "gan.json").write_text(json.dumps(record, indent=2) + "\n")
     return {"synthetic data": str(out_dir), "augment table": str(results_dir / "summary.csv")}

@@ -266,7 +266,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     for command in finish(trainer, failed=False):
         where["W&B (offline)"] = f"upload with: {command}"
     if cfg.get("synthesize") and rank_zero_only.rank == 0:
-        where |= synthesize(cfg, trainer)
+        where |= synthesize(cfg, trainer, metrics)
     return metrics, where
 
 

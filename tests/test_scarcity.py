@@ -1,0 +1,126 @@
+"""The scarcity curve: the paired interval on known numbers, the curve's pairing and baseline, the
+files it writes, and the whole chain as one multirun on digits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ganforge.config import step_budget
+from ganforge.downstream import STRATEGIES
+from ganforge.scarcity import curve, paired_interval, report
+from tests.conftest import SMALL_NETWORKS
+
+
+def test_paired_interval_on_known_numbers() -> None:
+    mean, low, high = paired_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = 1.5811, t(0.975, 4) = 2.7764: half-width 2.7764 * 1.5811 / sqrt(5) = 1.9632
+    assert mean == 3.0 and low == pytest.approx(1.0368, abs=1e-4) and high == pytest.approx(4.9632, abs=1e-4)
+    assert paired_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    mean, low, high = paired_interval([0.2])
+    assert mean == 0.2 and math.isnan(low) and math.isnan(high)
+
+
+def results(size: int, setting: str, strategy: str, accuracies: dict[tuple[int, int], float]) -> list[dict]:
+    return [
+        {"real per class": size, "setting": setting, "strategy": strategy, "gan seed": g, "seed": s,
+         "test accuracy": a}
+        for (g, s), a in accuracies.items()
+    ]  # fmt: skip
+
+
+def test_the_curve_pairs_by_seeds_against_the_best_real_only_row() -> None:
+    # seeds move accuracy a lot; the mixed row is exactly 0.01 above the augmented baseline in every pair
+    base = {(0, 0): 0.60, (0, 1): 0.70, (1, 0): 0.80, (1, 1): 0.65}
+    cas = {k: v - 0.2 for k, v in base.items() if k[0] == 0}  # one GAN seed only: 2 pairs
+    rows = curve([
+        *results(5, "real", "real", {k: v - 0.05 for k, v in base.items()}),
+        *results(5, "real + augmentation", "real_augmented", base),
+        *results(5, "real + synthetic x1", "mixed", {k: v + 0.01 for k, v in base.items()}),
+        *results(5, "synthetic only (CAS)", "synthetic_only", cas),
+    ])  # fmt: skip
+    by_setting = {r["setting"]: r for r in rows}
+    assert {r["baseline"] for r in rows} == {"real + augmentation"}  # the higher real-only mean
+    mixed = by_setting["real + synthetic x1"]
+    assert mixed["pairs"] == 4 and mixed["difference"] == pytest.approx(0.01)
+    assert mixed["ci low"] == pytest.approx(0.01) and mixed["helps"]  # paired: the seeds' spread cancels
+    cas = by_setting["synthetic only (CAS)"]
+    assert cas["pairs"] == 2 and cas["difference"] == pytest.approx(-0.2) and not cas["helps"]
+    assert by_setting["real"]["difference"] == pytest.approx(-0.05)
+
+
+def write_job(job: Path, size: int, gan_seed: int, accuracy: dict[str, float]) -> None:
+    (job / "augment").mkdir(parents=True)
+    quality = {"fid": 10.0 / size, "class_accuracy": 0.9, "class_diversity": 0.5}
+    (job / "augment" / "gan.json").write_text(
+        json.dumps({"real per class": size, "gan seed": gan_seed, "quality": quality})
+    )
+    with (job / "augment" / "results.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["strategy", "setting", "value", "real images", "synthetic images", "seed", "test accuracy"]
+        )
+        for seed in (0, 1):
+            for setting, a in accuracy.items():
+                writer.writerow([setting.split()[0], setting, "", 10 * size, 0, seed, a + 0.01 * seed])
+
+
+def test_report_writes_the_table_the_gan_quality_and_the_plot(tmp_path: Path) -> None:
+    for job, (size, gan_seed) in enumerate([(5, 0), (5, 1), (10, 0), (10, 1)]):
+        write_job(
+            tmp_path / str(job), size, gan_seed, {"real": 0.5 + size / 100, "mixed x1": 0.52 + size / 100}
+        )
+    files = report(tmp_path)
+    assert files is not None
+    rows = list(csv.DictReader(files["scarcity table"].open()))
+    assert [(r["real per class"], r["setting"], r["pairs"]) for r in rows] == [
+        ("5", "real", "4"), ("5", "mixed x1", "4"), ("10", "real", "4"), ("10", "mixed x1", "4"),
+    ]  # fmt: skip
+    quality = list(csv.DictReader(files["GAN quality"].open()))
+    assert [(q["real per class"], q["gan seeds"], float(q["fid"])) for q in quality] == [
+        ("5", "2", 2.0),
+        ("10", "2", 1.0),
+    ]
+    assert files["scarcity plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report(tmp_path / "0" / "augment") is None  # not a sweep over the chain: nothing
+
+
+def test_the_gan_budget_follows_the_data_size() -> None:
+    table = {5: 1000, 10: 1500, 60: 3000}
+    assert [step_budget(table, n) for n in (1, 5, 9, 10, 59, 60, 600)] == [
+        1000,
+        1000,
+        1000,
+        1500,
+        1500,
+        3000,
+        3000,
+    ]
+
+
+@pytest.mark.slow
+def test_the_scarcity_curve_in_one_multirun(tmp_path: Path, run_script) -> None:
+    args = [
+        "hydra.mode=MULTIRUN", "experiment=scarcity_digits", "data.train_per_class=5,10", "seed=0",
+        "data.image_size=16",
+        "scarcity.g_steps={5:4,10:4}", *SMALL_NETWORKS["cdcgan"], "logger=csv", "extras.print_config=false",
+        "metrics.num_samples=200", "metrics.num_reference=500", "metrics.classifier.epochs=2",
+        "metrics.classifier.width=16", "callbacks.sample_quality.every_n_g_steps=4",
+        "callbacks.sample_grid.every_n_g_steps=4", "synthesize.export.num_samples=100",
+        "synthesize.downstream.seeds=[0,1]", "synthesize.downstream.ratios=[1]",
+        "synthesize.downstream.weights=[0.5]", "synthesize.downstream.classifier.steps=2",
+        "synthesize.downstream.classifier.width=8", "data.batch_size=16",
+    ]  # fmt: skip
+    result = run_script(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    rows = list(csv.DictReader((sweep / "scarcity.csv").open()))
+    assert {r["real per class"] for r in rows} == {"5", "10"}
+    assert all(r["pairs"] == "2" for r in rows)  # 1 GAN seed x 2 downstream seeds
+    assert {r["strategy"] for r in rows} == set(STRATEGIES)
+    assert (sweep / "scarcity.png").is_file() and (sweep / "gan_quality.csv").is_file()
+    assert "Scarcity curve" in result.stdout
