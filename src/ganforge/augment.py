@@ -107,15 +107,17 @@ def summarise(results: list[Result]) -> list[Result]:
 
 def save(results: list[Result], summary: list[Result], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, rows in (("results.csv", results), ("summary.csv", summary)):
-        path = out_dir / name
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        paths.append(path)
-    return paths
+    return [
+        write_csv(rows, out_dir / name) for name, rows in (("results.csv", results), ("summary.csv", summary))
+    ]
+
+
+def write_csv(rows: list[Result], path: Path) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def print_table(summary: list[Result], title: str) -> None:

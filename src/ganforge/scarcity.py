@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from scipy import stats
 
+from ganforge.augment import write_csv
 from ganforge.errors import GanforgeError
 from ganforge.tracking import finish_wandb_run, wandb_offline
 
@@ -146,14 +147,6 @@ def plot(rows: list[Row], path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path
-
-
-def write_csv(rows: list[Row], path: Path) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     return path
 
 
