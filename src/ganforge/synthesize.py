@@ -31,7 +31,8 @@ def check_synthesize(cfg: DictConfig, datamodule: LightningDataModule) -> None:
     export, ratios = cfg.synthesize.export, cfg.synthesize.downstream.ratios
     counts = OmegaConf.to_object(export.counts) if export.counts else None
     have = sum(class_counts(export.num_samples, cfg.model.num_classes, counts))
-    if not ratios:
+    mixing = {"mixed", "mixed_augmented"} & set(cfg.synthesize.downstream.strategies)
+    if not ratios or not mixing:  # filtered uses what passes; the other strategies use every sample
         return
     datamodule.prepare_data()
     datamodule.setup("fit")
