@@ -3,6 +3,7 @@ and every model configuration training on CPU."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import ClassVar
@@ -17,7 +18,7 @@ from ganforge.evaluate import evaluate
 from ganforge.gan_module import GANLitModule
 from ganforge.networks.dcgan import DCGANDiscriminator
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
-from ganforge.train import train
+from ganforge.train import train, warn_slow_ema
 from tests.conftest import CONF, add_callback, compose_train, shapes_data, write_shapes
 
 W = torch.tensor([1.0, 2.0, 2.0])  # ||W|| = 3
@@ -198,3 +199,16 @@ def test_diffaugment_sees_real_and_fake_in_both_updates(make_cfg, monkeypatch: p
     metrics, _ = train(make_cfg("model/augment=diffaugment", "max_g_steps=4"))
     assert math.isfinite(metrics["train/d_loss"])
     assert len(calls) == 4 * 3  # per batch: real and fake in the D step, fake in the G step
+
+
+def test_an_ema_too_slow_for_the_budget_is_named_with_a_decay_that_fits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="ganforge.train"):
+        warn_slow_ema(0.999, 600)  # 0.999^600 = 55% of the weight still on the first steps
+        warn_slow_ema(0.99, 600)
+        warn_slow_ema(None, 600)
+    assert caplog.messages == [
+        "model.ema_decay=0.999 still weights the first steps by 55% after max_g_steps=600, and samples, "
+        "metrics and exports come from the EMA: use model.ema_decay<=0.9950 for this budget"
+    ]

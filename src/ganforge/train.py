@@ -63,6 +63,19 @@ GAN_DDP = {
 }
 
 
+def warn_slow_ema(decay: float | None, g_steps: int | None) -> None:
+    """An EMA whose memory is long against the budget still holds much of the untrained generator at
+    the end, and grids, metrics and exports come from it: say so, with a decay that fits."""
+    if decay is None or not g_steps or not 0 < decay < 1 or decay**g_steps <= 0.05:
+        return
+    fits = 0.05 ** (1 / g_steps)
+    log.warning(
+        "model.ema_decay=%g still weights the first steps by %.0f%% after max_g_steps=%d, and samples, "
+        "metrics and exports come from the EMA: use model.ema_decay<=%.4f for this budget",
+        decay, 100 * decay**g_steps, g_steps, fits,
+    )  # fmt: skip
+
+
 def device_count(devices: Any, accelerator: str) -> int:
     """How many devices a Lightning `devices` value asks for (-1/'auto' read off this machine)."""
     if isinstance(devices, str):
@@ -212,6 +225,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
 
     check_logger_config(cfg.get("logger"))
     check_model_fits_data(cfg)
+    warn_slow_ema(cfg.model.get("ema_decay"), cfg.get("max_g_steps"))
     datamodule = instantiate(cfg.data)
     if cfg.get("synthesize"):
         check_synthesize(cfg, datamodule)
