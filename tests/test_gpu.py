@@ -48,8 +48,8 @@ def test_16_mixed_on_the_gpu_keeps_a_scaler_per_network(make_cfg, model: str) ->
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 def test_ddp_over_two_gpus(tmp_path: Path) -> None:
     args = [
-        *FAST, *SMALL_NETWORKS["dcgan"], "trainer=gpu", "trainer.accelerator=gpu", "trainer.devices=2",
-        "trainer.strategy=ddp", "metrics=none", f"paths.log_dir={tmp_path / 'logs'}",
+        *FAST, *SMALL_NETWORKS["dcgan"], "trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=2",
+        "metrics=none", f"paths.log_dir={tmp_path / 'logs'}",
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
     result = subprocess.run(
