@@ -12,7 +12,7 @@ import pytest
 
 from ganforge.config import step_budget
 from ganforge.downstream import STRATEGIES
-from ganforge.scarcity import curve, paired_interval, report
+from ganforge.scarcity import curve, main, paired_interval, report
 from tests.conftest import SMALL_NETWORKS
 
 
@@ -89,6 +89,25 @@ def test_report_writes_the_table_the_gan_quality_and_the_plot(tmp_path: Path) ->
     assert report(tmp_path / "0" / "augment") is None  # not a sweep over the chain: nothing
 
 
+def test_the_report_command_and_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # e.g. sizes run as two multiruns into one sweep dir: the command reports them together
+    write_job(tmp_path / "per_class=5,seed=0", 5, 0, {"real": 0.6, "mixed x1": 0.62})
+    write_job(tmp_path / "per_class=10,seed=0", 10, 0, {"real": 0.7, "mixed x1": 0.71})
+    assert main([str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "scarcity.csv").open()))
+    assert sorted({r["real per class"] for r in rows}) == ["10", "5"]
+    assert (tmp_path / "scarcity.png").is_file()
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad, says in [(tmp_path / "missing", "is not a directory"), (empty, "has no */augment/gan.json")]:
+        with pytest.raises(SystemExit) as exit_:
+            main([str(bad)])
+        assert exit_.value.code != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+
+
 def test_the_gan_budget_follows_the_data_size() -> None:
     table = {5: 1000, 10: 1500, 60: 3000}
     assert [step_budget(table, n) for n in (1, 5, 9, 10, 59, 60, 600)] == [
@@ -118,6 +137,8 @@ def test_the_scarcity_curve_in_one_multirun(tmp_path: Path, run_script) -> None:
     result = run_script(args)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = {job.name for job in sweep.iterdir() if (job / "augment" / "gan.json").is_file()}
+    assert jobs == {"per_class=5,seed=0", "per_class=10,seed=0"}  # named: splittable over processes
     rows = list(csv.DictReader((sweep / "scarcity.csv").open()))
     assert {r["real per class"] for r in rows} == {"5", "10"}
     assert all(r["pairs"] == "2" for r in rows)  # 1 GAN seed x 2 downstream seeds

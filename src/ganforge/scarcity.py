@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from scipy import stats
 
 from ganforge.augment import write_csv
-from ganforge.errors import GanforgeError
+from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.tracking import finish_wandb_run, wandb_offline
 
 log = logging.getLogger(__name__)
@@ -215,3 +215,27 @@ class ScarcityCurve(Callback):
             sync = log_wandb(files, config.logger.wandb.project, config.logger.wandb.entity)
             if sync:
                 log.info("W&B (offline): upload with: %s", sync)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ganforge.scarcity <sweep dir>`: the curve again, e.g. after a job was rerun or the
+    sizes ran as separate multiruns into one sweep dir."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ganforge.scarcity", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory of synthesize-chain jobs")
+    sweep_dir = parser.parse_args(argv).sweep_dir
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with one_line_errors():
+        if not sweep_dir.is_dir():
+            raise GanforgeError(f"{sweep_dir} is not a directory: pass a multirun's sweep dir")
+        if report(sweep_dir) is None:
+            raise GanforgeError(
+                f"{sweep_dir} has no */{GAN}: pass the sweep dir of a multirun that ran the synthesize "
+                "chain (e.g. python train.py -m experiment=scarcity_digits)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
