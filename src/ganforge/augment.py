@@ -79,8 +79,16 @@ def run(
     fake = load_synthetic(synthetic_dir, datamodule) if synthetic_dir else None
     if fake is not None:
         downstream.check_ratios(settings, strategies, len(real[1]), len(fake[1]))
+    test: Dataset = datamodule.data_test
+    size = settings["classifier"].get("image_size")
+    if size is not None and size != datamodule.image_size:  # a cheaper classifier: every set resized
+        log.info("the downstream classifier sees %dx%d images (classifier.image_size)", size, size)
+        test_images, test_labels = training_tensors(test)
+        test = TensorDataset(resize_uint8(test_images, size), test_labels)
+        real = (resize_uint8(real[0], size), real[1])
+        fake = None if fake is None else (resize_uint8(fake[0], size), fake[1])
     experiment = downstream.Downstream(
-        real, fake, datamodule.data_test, datamodule.num_classes, settings["classifier"], device,
+        real, fake, test, datamodule.num_classes, settings["classifier"], device,
         instantiate(OmegaConf.create(settings["augmentation"])) if settings.get("augmentation") else None,
     )  # fmt: skip
     return experiment.run(strategies, settings["seeds"], settings)

@@ -53,7 +53,7 @@ class Downstream:
     synthetic: Images | None
     test: Dataset
     num_classes: int
-    classifier: dict[str, Any]  # width, feature_dim, steps, lr, batch_size
+    classifier: dict[str, Any]  # width, feature_dim, steps, lr, batch_size, image_size
     device: torch.device
     augmentation: Callable[[Tensor], Tensor] | None = None
 
@@ -183,6 +183,12 @@ def check(settings: dict[str, Any], has_synthetic: bool) -> list[str]:
         raise GanforgeError(
             f"pretrain_fraction is the share of steps on synthetic images, in (0, 1) (e.g. 0.5), got "
             f"{settings['pretrain_fraction']}"
+        )
+    size = settings["classifier"].get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
+        raise GanforgeError(
+            f"classifier.image_size is the classifier's input size in pixels, >= 8 (e.g. 16), or null for "
+            f"the data's size; got {size!r}"
         )
     if not has_synthetic:
         real_only = [s for s in strategies if s in ("real", "real_augmented")]
