@@ -15,6 +15,7 @@ from ganforge.augment import augment, training_tensors
 from ganforge.datamodules.digits import DigitsDataModule
 from ganforge.downstream import Downstream, confidences, confident
 from ganforge.errors import GanforgeError
+from ganforge.metrics.classifier import SmallCNN
 from tests.test_augment import augment_cfg, write_digits
 
 CLASSIFIER = {"width": 8, "feature_dim": 16, "steps": 6, "lr": 1e-3, "batch_size": 32}
@@ -111,6 +112,8 @@ def test_pretraining_runs_a_synthetic_phase_then_a_real_one(
         ("weights=[-1]", "weights are the synthetic loss's weight and must be >= 0"),
         ("pretrain_fraction=1", "pretrain_fraction is the share of steps on synthetic images, in (0, 1)"),
         ("strategies=[mixd]", "strategies=['mixd']: choose from real, real_augmented, mixed"),
+        ("classifier.image_size=4", "classifier.image_size is the classifier's input size in pixels, >= 8"),
+        ("classifier.image_size=true", "or null for the data's size; got True"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_is_written(
@@ -131,3 +134,23 @@ def test_the_deprecated_synthetic_only_key_still_works(
         summary = augment(cfg, tmp_path / "out")
     assert "synthetic_only is deprecated" in caplog.text
     assert [r["strategy"] for r in summary] == ["real", "real_augmented"]  # no synthetic_dir: real only
+
+
+def test_a_smaller_classifier_input_resizes_real_synthetic_and_test_images(tmp_path: Path) -> None:
+    folder = write_digits(tmp_path / "synthetic", shuffle_labels=False)  # 16x16, as the data
+    cfg = augment_cfg(
+        tmp_path, f"synthetic_dir={folder}", "strategies=[real,mixed]", "ratios=[1]", "seeds=[0]",
+        "classifier.steps=1", "classifier.image_size=8", "wandb.enabled=false",
+    )  # fmt: skip
+    seen = []
+
+    def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        if isinstance(module, SmallCNN):
+            seen.append(tuple(args[0].shape[2:]))
+
+    hook = nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        augment(cfg, tmp_path / "out")
+    finally:
+        hook.remove()
+    assert set(seen) == {(8, 8)}  # every training and test batch, real and synthetic
