@@ -8,7 +8,8 @@ queues, and become floats in [-1, 1] only after the batch reaches the device
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -19,8 +20,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.datasets import VisionDataset
 
+from ganforge.datamodules.pack import PackedImages, Source, open_pack
 from ganforge.datamodules.sampler import EpochShuffle
 from ganforge.errors import GanforgeError
+
+log = logging.getLogger(__name__)
 
 
 def to_signed_unit(images: Tensor) -> Tensor:
@@ -79,8 +83,15 @@ class ImageDataModule(LightningDataModule):
         train_fraction: float = 1.0,
         train_fraction_seed: int = 0,
         train_per_class: int | None = None,
+        pack: bool = False,
+        pack_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if pack and not pack_dir:
+            raise GanforgeError(
+                "data.pack=true needs data.pack_dir (e.g. data.pack_dir=cache/packs); or set data.pack=false"
+            )
+        self.pack, self.pack_dir = pack, pack_dir
         if image_size < 1 or batch_size < 1:
             raise GanforgeError("data.image_size and data.batch_size must be positive")
         if not 0 < train_fraction <= 1:
@@ -153,14 +164,21 @@ class ImageDataModule(LightningDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(dataset)} {self.name} training "
                 f"images; lower data.batch_size"
             )
+        workers = self.num_workers
+        if workers and decoded(dataset):
+            log.info(
+                "%s %s split is decoded already: loading it in the main process (data.num_workers=%d would "
+                "only add copies between processes)", self.name, split, workers,
+            )  # fmt: skip
+            workers = 0
         if train:  # resumable: a checkpoint holds the data order and where in it training stopped
-            return resumable_loader(dataset, self.batch_size, self.num_workers, self.pin_memory)
+            return resumable_loader(dataset, self.batch_size, workers, self.pin_memory)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -197,13 +215,20 @@ def resumable_loader(
     )
 
 
+def decoded(dataset: Dataset) -> bool:
+    """Pixels that are decoded already (a tensor or a pack): loader workers would only add IPC."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return isinstance(dataset, TensorDataset | PackedImages)
+
+
 def labels_of(dataset: Dataset) -> Tensor:
     """The labels of a ganforge data set, without decoding any image."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
     if isinstance(dataset, Subset):
         return labels_of(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
-    return torch.as_tensor(dataset.labels)  # ImageFiles
+    return torch.as_tensor(dataset.labels)  # ImageFiles, PackedImages
 
 
 def subset(dataset: Dataset, indices: Tensor) -> Dataset:
@@ -263,7 +288,26 @@ class TorchvisionDataModule(ImageDataModule):
             except Exception as err:  # offline, torchvision raises URLError, RuntimeError, ...
                 raise self._missing(f"download failed: {type(err).__name__}: {err}") from err
 
-    def _load(self, train: bool) -> TensorDataset:
+    def _load(self, train: bool) -> Dataset:
+        """The official train or test set, resized; from its pack when `pack` is on."""
+        if not self.pack:
+            return self._decode(train)
+        split = "train" if train else "test"
+        files = sorted(p for p in self.folder.rglob("*") if p.is_file()) if self.folder.is_dir() else []
+        identity = {
+            "data set": self.dataset_cls.__name__, "split": split, "image size": self.image_size,
+            "channels": self.channels,
+            "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+        }  # fmt: skip
+
+        def batches(workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+            images, labels = self._decode(train).tensors
+            yield from zip(images.split(4096), labels.split(4096), strict=True)
+
+        name = f"{self.name}-{split}-{self.image_size}px"
+        return open_pack(Source(name, identity, None, batches, str(self.folder)), self.pack_dir)
+
+    def _decode(self, train: bool) -> TensorDataset:
         try:
             dataset = self.dataset_cls(self.data_dir, train=train, download=False)
         except RuntimeError as err:  # "Dataset not found or corrupted"

@@ -1,12 +1,16 @@
 """Data sets read from image files (CelebA, any image folder).
 
-Small sets are decoded once into a uint8 tensor (`in_memory`); large ones are decoded per item in
-loader workers. Unreadable files stop the run with their path, or are skipped when asked.
+By default (`pack`) each split is decoded once into a pack on disk that every later run memory-maps
+(`datamodules.pack`). Without packs, small sets are decoded once per run into a uint8 tensor
+(`in_memory`) and large ones per item in loader workers. Unreadable files stop the run with their
+path, or are skipped when asked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from ganforge.datamodules.base import ImageDataModule
+from ganforge.datamodules.pack import Source, open_pack
 from ganforge.errors import GanforgeError
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ def in_memory_limit(world_size: int) -> int:
 
 
 Split = tuple[list[Path], list[int]]
+PACK_CHUNK = 1024  # images decoded per step of a pack build: bounds its memory
 
 
 def unreadable(path: Path, err: Exception) -> GanforgeError:
@@ -138,14 +144,38 @@ class FileImageDataModule(ImageDataModule):
         images, labels = zip(*items, strict=True)
         return TensorDataset(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
+    def pack_source(self, split: str, files: ImageFiles) -> Source:
+        """What the pack of one split is built from: its files decoded by a pool of threads (PIL and the
+        resize release the GIL), in order."""
+        identity = {
+            "files": hashlib.blake2b(files.fingerprint().encode(), digest_size=16).hexdigest(),
+            "skip unreadable": self.skip_unreadable,
+        }
+
+        def batches(workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for start in range(0, len(files), PACK_CHUNK):
+                    indices = range(start, min(start + PACK_CHUNK, len(files)))
+                    loaded = zip(indices, pool.map(files.load, indices), strict=True)
+                    items = [(x, files.labels[i]) for i, x in loaded if x is not None]
+                    if items:
+                        images, labels = zip(*items, strict=True)
+                        yield torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+        name = f"{self.name}-{split}-{self.image_size}px"
+        return Source(name, identity, len(files), batches, str(Path(self.data_dir)))
+
     def setup(self, stage: str | None = None) -> None:
         if self.data_train is not None:
             return
         splits = self.index()
-        in_memory = self._keep_in_memory(sum(len(files) for files, _ in splits.values()))
-        datasets = {}
+        in_memory = not self.pack and self._keep_in_memory(sum(len(files) for files, _ in splits.values()))
+        datasets: dict[str, Dataset] = {}
         for name, (files, labels) in splits.items():
             dataset = ImageFiles(files, labels, self.transform(), self.channels, self.skip_unreadable)
-            datasets[name] = self._decode_all(dataset) if in_memory else dataset
+            if self.pack and files:
+                datasets[name] = open_pack(self.pack_source(name, dataset), self.pack_dir)
+            else:
+                datasets[name] = self._decode_all(dataset) if in_memory else dataset
         self.data_train, self.data_val, self.data_test = datasets["train"], datasets["val"], datasets["test"]
         self.keep_train_fraction()
