@@ -42,6 +42,27 @@ def test_ddp_sim_two_processes_train_and_write_one_checkpoint_each(
     assert f"wandb sync {wandb_run.parent}" in result.stdout
 
 
+@pytest.mark.slow
+def test_ddp_ranks_share_one_pack_built_once(tmp_path: Path, run_script) -> None:
+    from tests.test_datamodules import face, write_image
+
+    for i in range(24):
+        write_image(tmp_path / "faces" / f"{i}.png", face(i))
+    args = [
+        *FAST, *SMALL_NETWORKS["dcgan"], "data=image_folder", f"data.data_dir={tmp_path / 'faces'}",
+        "data.image_size=16", "data.batch_size=4", "data.val_fraction=0.25",
+        f"data.pack_dir={tmp_path / 'packs'}", "metrics=none", "trainer=ddp_sim", "trainer.accelerator=cpu",
+        "logger=csv",
+    ]  # fmt: skip
+    result = run_script(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in output
+    assert output.count("decoding threads") == 2  # train and val, each packed once for both ranks
+    packs = sorted(p.name.split("-")[1] for p in (tmp_path / "packs").iterdir() if p.is_dir())
+    assert packs == ["train", "val"]
+
+
 BAD_INPUTS = {
     "unbuildable size": (
         ["data.image_size=48"],

@@ -236,3 +236,11 @@ def test_pack_without_a_folder_is_refused(tmp_path: Path) -> None:
 
 def test_image_files_are_still_read_per_item_without_packs(faces: Path) -> None:
     assert isinstance(celeba(faces, None, in_memory=False).data_train, ImageFiles)
+
+
+def test_an_unusable_pack_folder_is_one_line(faces: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    message = r"cannot use .*file/packs for packs \(.*\); point data\.pack_dir .* or set data\.pack=false$"
+    with pytest.raises(GanforgeError, match=message) as e:
+        celeba(faces, tmp_path / "file" / "packs")
+    assert "\n" not in str(e.value)

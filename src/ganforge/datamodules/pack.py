@@ -114,15 +114,21 @@ class Source:
 def open_pack(source: Source, pack_dir: str | Path, workers: int | None = None) -> PackedImages:
     """The pack of `source`, built first if there is none (or only a damaged one)."""
     folder = Path(pack_dir) / f"{source.name}-{cache_key(source.identity | {'format': FORMAT})}"
-    with locked(folder):  # a second process waits here, then finds the pack complete
-        if folder.is_dir():
-            try:
-                return PackedImages(folder)
-            except DamagedPack as err:
-                log.warning("pack %s is damaged (%s); rebuilding it", folder, err)
-                shutil.rmtree(folder)
-        build(source, folder, workers or available_cpus())
-        return PackedImages(folder)
+    try:
+        with locked(folder):  # a second process waits here, then finds the pack complete
+            if folder.is_dir():
+                try:
+                    return PackedImages(folder)
+                except DamagedPack as err:
+                    log.warning("pack %s is damaged (%s); rebuilding it", folder, err)
+                    shutil.rmtree(folder)
+            build(source, folder, workers or available_cpus())
+            return PackedImages(folder)
+    except OSError as err:  # the lock or the folder itself: build() reports its own writes
+        raise GanforgeError(
+            f"cannot use {folder.parent} for packs ({type(err).__name__}: {err.strerror or err}); point "
+            "data.pack_dir (or paths.cache_dir) at a writable folder, or set data.pack=false"
+        ) from err
 
 
 def available_cpus() -> int:
