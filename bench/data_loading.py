@@ -73,20 +73,21 @@ def epoch_rate(dm: CelebADataModule) -> float:
     return n / (time.perf_counter() - start)
 
 
-def memory_of_one_rank(args: tuple[Path, Path | None, Any]) -> None:
-    folder, packs, out = args
+def memory_of_one_rank(folder: Path, packs: Path | None, out: Any, barrier: Any) -> None:
     dm = datamodule(folder, packs)
     dm.setup()
     epoch_rate(dm)
+    barrier.wait()  # both have read everything: shared pages are counted as shared
     info = psutil.Process().memory_full_info()
     out.put((info.rss, info.uss, info.pss))
+    barrier.wait()  # neither exits (unsharing its pages) before the other has measured
 
 
 def memory_per_rank(folder: Path, packs: Path | None) -> tuple[float, float, float]:
-    """Peak-free view after one epoch: (RSS, USS, PSS) in MiB, the mean of two concurrent processes."""
+    """(RSS, USS, PSS) in MiB after one epoch, the mean of two processes measured while both live."""
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=memory_of_one_rank, args=((folder, packs, out),)) for _ in range(2)]
+    out, barrier = ctx.Queue(), ctx.Barrier(2)
+    procs = [ctx.Process(target=memory_of_one_rank, args=(folder, packs, out, barrier)) for _ in range(2)]
     for p in procs:
         p.start()
     results = [out.get(timeout=1800) for _ in procs]

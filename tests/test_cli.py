@@ -58,7 +58,7 @@ def test_ddp_ranks_share_one_pack_built_once(tmp_path: Path, run_script) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in output
-    assert output.count("decoding threads") == 2  # train and val, each packed once for both ranks
+    assert output.count("decoding processes") == 2  # train and val, each packed once for both ranks
     packs = sorted(p.name.split("-")[1] for p in (tmp_path / "packs").iterdir() if p.is_dir())
     assert packs == ["train", "val"]
 

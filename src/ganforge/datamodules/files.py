@@ -20,7 +20,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ganforge.datamodules.base import ImageDataModule
 from ganforge.datamodules.pack import Source, open_pack
@@ -40,7 +40,8 @@ def in_memory_limit(world_size: int) -> int:
 
 
 Split = tuple[list[Path], list[int]]
-PACK_CHUNK = 1024  # images decoded per step of a pack build: bounds its memory
+PACK_BATCH = 256  # images a pack-building worker decodes per batch
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what PIL raises
 
 
 def unreadable(path: Path, err: Exception) -> GanforgeError:
@@ -74,18 +75,23 @@ class ImageFiles(Dataset):
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in self.files]
         return repr((stats, self.labels, self.mode, repr(self.transform)))
 
+    def decode(self, i: int) -> Tensor:
+        """The transformed image; the PIL error of an unreadable file."""
+        with Image.open(self.files[i]) as img:
+            return self.transform(TF.pil_to_tensor(img.convert(self.mode)))
+
     def load(self, i: int) -> Tensor | None:
         """The transformed image, or None for an unreadable file when skipping is allowed."""
-        path = self.files[i]
         try:
-            with Image.open(path) as img:
-                image = TF.pil_to_tensor(img.convert(self.mode))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # what PIL raises
-            if self.skip_unreadable:
-                log.warning("skipping unreadable image %s (%s)", path, err)
-                return None
-            raise unreadable(path, err) from err
-        return self.transform(image)
+            return self.decode(i)
+        except UNREADABLE as err:
+            return self.unreadable(i, err)
+
+    def unreadable(self, i: int, err: Exception) -> None:
+        """Skip (with a warning) or stop at an unreadable file, as `skip_unreadable` says."""
+        if not self.skip_unreadable:
+            raise unreadable(self.files[i], err) from err
+        log.warning("skipping unreadable image %s (%s)", self.files[i], err)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         for j in range(i, i + len(self)):
@@ -95,6 +101,33 @@ class ImageFiles(Dataset):
         raise GanforgeError(
             f"none of the {len(self)} images (e.g. {self.files[0]}) is readable; check data.data_dir"
         )
+
+
+class Decoded(Dataset):
+    """(index, image or the reason it is unreadable) of `files`, for a pack build: the main process
+    then skips or stops, and logs, as `skip_unreadable` says (a worker's log or traceback is not the
+    user's)."""
+
+    def __init__(self, files: ImageFiles) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor | str]:
+        try:
+            return i, self.files.decode(i)
+        except UNREADABLE as err:
+            return i, str(err)
+
+
+def decoded_batch(items: list[tuple[int, Tensor | str]]) -> tuple[Tensor, Tensor, list[tuple[int, str]]]:
+    """One tensor of a worker's decoded images (one shared-memory transfer, not one per image), their
+    indices, and the unreadable ones with their reasons."""
+    kept = [(i, x) for i, x in items if not isinstance(x, str)]
+    problems = [(i, x) for i, x in items if isinstance(x, str)]
+    images = torch.stack([x for _, x in kept]) if kept else torch.empty(0, dtype=torch.uint8)
+    return images, torch.tensor([i for i, _ in kept], dtype=torch.long), problems
 
 
 class FileImageDataModule(ImageDataModule):
@@ -145,22 +178,23 @@ class FileImageDataModule(ImageDataModule):
         return TensorDataset(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
     def pack_source(self, split: str, files: ImageFiles) -> Source:
-        """What the pack of one split is built from: its files decoded by a pool of threads (PIL and the
-        resize release the GIL), in order."""
+        """What the pack of one split is built from: its files decoded in order by loader processes."""
         identity = {
             "files": hashlib.blake2b(files.fingerprint().encode(), digest_size=16).hexdigest(),
             "skip unreadable": self.skip_unreadable,
         }
 
         def batches(workers: int) -> Iterator[tuple[Tensor, Tensor]]:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for start in range(0, len(files), PACK_CHUNK):
-                    indices = range(start, min(start + PACK_CHUNK, len(files)))
-                    loaded = zip(indices, pool.map(files.load, indices), strict=True)
-                    items = [(x, files.labels[i]) for i, x in loaded if x is not None]
-                    if items:
-                        images, labels = zip(*items, strict=True)
-                        yield torch.stack(images), torch.tensor(labels, dtype=torch.long)
+            loader = DataLoader(
+                Decoded(files), batch_size=PACK_BATCH, num_workers=workers if workers > 1 else 0,
+                collate_fn=decoded_batch,
+            )  # fmt: skip
+            labels = torch.as_tensor(files.labels, dtype=torch.long)
+            for images, indices, problems in loader:
+                for i, reason in problems:
+                    files.unreadable(i, OSError(reason))
+                if len(indices):
+                    yield images, labels[indices]
 
         name = f"{self.name}-{split}-{self.image_size}px"
         return Source(name, identity, len(files), batches, str(Path(self.data_dir)))

@@ -146,7 +146,7 @@ def build(source: Source, folder: Path, workers: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     log.info(
-        "packing %s (%s images, %d decoding threads) into %s: once; later runs and every DDP rank read it",
+        "packing %s (%s images, %d decoding processes) into %s: once; later runs and every DDP rank read it",
         source.origin or source.name, source.total or "all", workers, folder,
     )  # fmt: skip
     start = time.perf_counter()
