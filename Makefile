@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train test lint format clean-logs
+.PHONY: venv train test test-fast lint format clean-logs
 
 venv: $(STAMP)
 
@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 train: venv
 	$(PY) train.py $(ARGS)
 
-## Run the whole test suite (slow tests included).
+## Run the whole test suite (slow tests included; CI runs this), and print the 15 slowest tests.
 test: venv
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest --durations=15 $(ARGS)
+
+## The edit loop: every test not marked slow.
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
