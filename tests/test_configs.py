@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
@@ -73,14 +75,32 @@ def test_losses_instantiate(make_cfg, loss: str) -> None:
 @pytest.mark.parametrize("logger", options("logger"))
 def test_callbacks_and_loggers_instantiate(make_cfg, callbacks: str, logger: str) -> None:
     cfg = make_cfg(f"callbacks={callbacks}", f"logger={logger}")
-    assert all(cb is not None for cb in instantiate_group(cfg.callbacks))
-    assert all(lg is not None for lg in instantiate_group(cfg.logger))
+    for group, base in ((cfg.callbacks, Callback), (cfg.logger, Logger)):
+        built = instantiate_group(group)
+        targets = [node._target_ for node in (group or {}).values() if node and "_target_" in node]
+        assert [type(x).__name__ for x in built] == [t.rsplit(".", 1)[1] for t in targets]
+        assert all(isinstance(x, base) for x in built)
+    assert (instantiate_group(cfg.callbacks) == []) == (callbacks == "none")
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    for lg in instantiate_group(cfg.logger):  # every logger writes into the run's directory
+        assert Path(lg.save_dir).resolve().is_relative_to(run_dir), (type(lg).__name__, lg.save_dir)
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_sim"])
 def test_trainer_configs_compose(make_cfg, trainer: str) -> None:
-    cfg = make_cfg(f"trainer={trainer}")
+    cfg = make_cfg(f"trainer={trainer}", "max_g_steps=4", fast=False)
     assert cfg.trainer.max_steps == 8  # 4 generator steps x (1 D + 1 G)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    gpu_precision = "bf16-mixed" if bf16 else "32-true"
+    expected = {  # accelerator, devices, strategy, precision
+        "default": ("auto", 1, "auto", "32-true"),
+        "cpu": ("cpu", 1, "auto", "32-true"),
+        "gpu": ("gpu", 1, "auto", gpu_precision),
+        "ddp": ("gpu", -1, "ddp_find_unused_parameters_true", gpu_precision),
+        "ddp_sim": ("cpu", 2, "ddp_find_unused_parameters_true", "32-true"),
+    }[trainer]
+    t = cfg.trainer
+    assert (t.accelerator, t.devices, t.strategy, t.precision) == expected
 
 
 @pytest.mark.parametrize("trainer", ["default", "cpu", "ddp_sim"])
