@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from collections.abc import Callable
@@ -103,6 +104,35 @@ def run_script(tmp_path: Path, cache_dir: Path) -> Callable[..., subprocess.Comp
         paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={cache_dir}"]
         cmd = [sys.executable, str(ROOT / script), *paths, *args]
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    return run
+
+
+@pytest.fixture
+def run_cli(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_script` in this process: the entry script's Hydra main with its argv, stdout and stderr
+    captured, SystemExit turned into the exit code (and its message, as the interpreter prints it).
+    For tests of what a mistake prints: no 15 s of imports per case."""
+
+    def run(args: list[str], script: str = "train.py") -> subprocess.CompletedProcess[str]:
+        paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={cache_dir}"]
+        monkeypatch.setattr(sys, "argv", [str(ROOT / script), *paths, *args])
+        monkeypatch.chdir(tmp_path)
+        capfd.readouterr()
+        code, message = 0, ""
+        try:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+        except SystemExit as exit_:
+            if isinstance(exit_.code, str):
+                code, message = 1, exit_.code + "\n"
+            else:
+                code = exit_.code or 0
+        finally:
+            GlobalHydra.instance().clear()
+        out = capfd.readouterr()
+        return subprocess.CompletedProcess(sys.argv, code, out.out, out.err + message)
 
     return run
 

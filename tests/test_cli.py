@@ -86,11 +86,10 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, run_script) -> None:
+def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, run_cli) -> None:
     args, message = BAD_INPUTS[case]
-    result = run_script(args)  # with the config tree printed first, as by default
+    result = run_cli(args)  # with the config tree printed first, as by default
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
@@ -122,7 +121,6 @@ def test_eval_prints_and_saves_metrics_with_the_protocol(make_cfg, tmp_path: Pat
     assert (run / "metrics.csv").read_text().startswith("fid,")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -130,8 +128,8 @@ def test_eval_prints_and_saves_metrics_with_the_protocol(make_cfg, tmp_path: Pat
         (["ckpt_path=nope.ckpt"], "error: ckpt_path=nope.ckpt does not exist"),
     ],
 )
-def test_eval_mistakes_end_in_one_line(args: list[str], message: str, run_script) -> None:
-    result = run_script(args, script="eval.py")
+def test_eval_mistakes_end_in_one_line(args: list[str], message: str, run_cli) -> None:
+    result = run_cli(args, script="eval.py")
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(message), (
         result.stderr
     )

@@ -41,9 +41,8 @@ def error_lines(stderr: str) -> list[str]:
 # 1. A checkpoint's stored config cannot run code ---------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", ["eval.py", "generate.py"])
-def test_a_checkpoint_config_naming_other_code_is_refused(tmp_path: Path, run_script, script: str) -> None:
+def test_a_checkpoint_config_naming_other_code_is_refused(tmp_path: Path, run_cli, script: str) -> None:
     marker = tmp_path / "created-by-the-checkpoint"
     hostile = {
         "ganforge": {"config": {"model": {"_target_": "builtins.open", "_args_": [str(marker), "w"]}}},
@@ -52,7 +51,7 @@ def test_a_checkpoint_config_naming_other_code_is_refused(tmp_path: Path, run_sc
     }
     torch.save(hostile, tmp_path / "x.ckpt")
     out = [f"out_dir={tmp_path / 'o'}"] if script == "generate.py" else []
-    result = run_script([f"ckpt_path={tmp_path / 'x.ckpt'}", *out], script=script)
+    result = run_cli([f"ckpt_path={tmp_path / 'x.ckpt'}", *out], script=script)
     assert result.returncode == 1
     assert error_lines(result.stderr) == [
         f"error: refusing {tmp_path / 'x.ckpt'}: its model _target_ 'builtins.open' is outside ganforge "
@@ -344,8 +343,8 @@ def test_two_runs_needing_one_entry_compute_it_once(tmp_path: Path) -> None:
 # 7. The smaller ones -------------------------------------------------------------------------------
 
 
-def check_log_dir_error(run_script, log_dir: Path, reason: str) -> None:
-    result = run_script([f"paths.log_dir={log_dir}"])
+def check_log_dir_error(run_cli, log_dir: Path, reason: str) -> None:
+    result = run_cli([f"paths.log_dir={log_dir}"])
     assert result.returncode == 1, result.stderr[-2000:]
     assert error_lines(result.stderr) == [
         f"error: cannot write to paths.log_dir={log_dir} ({reason}); "
@@ -354,16 +353,14 @@ def check_log_dir_error(run_script, log_dir: Path, reason: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
-def test_a_log_dir_behind_a_file_is_one_line(tmp_path: Path, run_script) -> None:
+def test_a_log_dir_behind_a_file_is_one_line(tmp_path: Path, run_cli) -> None:
     (tmp_path / "a-file").write_text("")
-    check_log_dir_error(run_script, tmp_path / "a-file" / "logs", "Not a directory")
+    check_log_dir_error(run_cli, tmp_path / "a-file" / "logs", "Not a directory")
 
 
-@pytest.mark.slow
 @needs_mount
-def test_a_read_only_log_dir_is_one_line(read_only_disk: Path, run_script) -> None:
-    check_log_dir_error(run_script, read_only_disk / "logs", "Read-only file system")
+def test_a_read_only_log_dir_is_one_line(read_only_disk: Path, run_cli) -> None:
+    check_log_dir_error(run_cli, read_only_disk / "logs", "Read-only file system")
 
 
 def test_a_decompression_bomb_is_named_and_can_be_skipped(tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_refuses_to_overwrite_anything_but_a_previous_export_when_asked(
     ],
 )
 def test_generate_mistakes_end_in_one_line(
-    args: list[str], message: str, run_script, tmp_path: Path, conditional_ckpt: Path, cache_dir: Path
+    args: list[str], message: str, run_cli, tmp_path: Path, conditional_ckpt: Path, cache_dir: Path
 ) -> None:
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
@@ -192,7 +192,7 @@ def test_generate_mistakes_end_in_one_line(
         points = ["max_g_steps=2", "logger=csv", "trainer.accelerator=cpu", "extras.print_config=false"]
         trained(tmp_path / "points", cache_dir, "model=mlp_2d", "data=gaussians_grid", fast=points)
         (tmp_path / "points.ckpt").symlink_to(tmp_path / "points" / "run" / "checkpoints" / "last.ckpt")
-    result = run_script(args, script="generate.py")
+    result = run_cli(args, script="generate.py")
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
     assert not (tmp_path / "x").exists() and (tmp_path / "full" / "keep.txt").read_text() == "mine"
