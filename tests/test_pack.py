@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,25 @@ def test_an_unusable_pack_folder_is_one_line(faces: Path, tmp_path: Path) -> Non
     with pytest.raises(GanforgeError, match=message) as e:
         celeba(faces, tmp_path / "file" / "packs")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_eval_packs_into_its_own_cache_not_the_trainers(tmp_path: Path, make_cfg, cache_dir: Path) -> None:
+    from ganforge.evaluate import evaluate
+    from ganforge.train import train
+    from tests.conftest import compose_train, shapes_data, write_shapes
+
+    shapes = shapes_data(write_shapes(tmp_path / "shapes", 20))  # a labelled folder: classifier features
+    cfg = make_cfg(*shapes, f"data.pack_dir={tmp_path / 'trainer'}")
+    _, where = train(cfg)
+    assert packs_in(tmp_path / "trainer")
+    shutil.rmtree(tmp_path / "trainer")  # e.g. the checkpoint moved to another machine
+    eval_cfg = compose_train(
+        [
+            f"ckpt_path={where['last checkpoint']}", f"paths.cache_dir={tmp_path / 'evaluator'}",
+            "metrics.num_samples=60", "metrics.classifier.epochs=2", "metrics.classifier.width=8",
+        ],
+        tmp_path / "eval", config="eval",
+    )  # fmt: skip
+    evaluate(eval_cfg)
+    assert packs_in(tmp_path / "evaluator" / "packs") and not (tmp_path / "trainer").exists()

@@ -13,7 +13,7 @@ import rich.table
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ganforge.checkpoint import build_stored, load_checkpoint, load_model
+from ganforge.checkpoint import build_stored, load_checkpoint, load_model, stored_config
 from ganforge.config import register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.evaluator import Evaluator
@@ -37,6 +37,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = load_model(checkpoint, device, cfg.ckpt_path)
     moved = {"data_dir": cfg.data_dir} if cfg.get("data_dir") else {}
+    if (stored_config(checkpoint).get("data") or {}).get("pack"):  # this machine's packs, not the trainer's
+        moved["pack_dir"] = str(Path(cfg.paths.cache_dir) / "packs")
     datamodule = build_stored(checkpoint, "data", cfg.ckpt_path, moved)
     datamodule.prepare_data()
     datamodule.setup("fit")
