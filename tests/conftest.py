@@ -183,15 +183,16 @@ def no_wandb_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def assert_both_networks_learned(checkpoint: Path) -> None:
-    """Every weight matrix and kernel of G and of D received a gradient (Adam's first moment is not
-    zero): a loss that is finite but detached from a network would leave it at zero. Biases are left
-    out: a critic's output bias cancels in E[D(fake)] - E[D(real)] and rightly gets none."""
+    """Every weight matrix and kernel of G and of D received a gradient at some step (Adam's second
+    moment is not zero; the first is the last gradient alone at SNGAN's beta1 = 0, and a saturated
+    hinge step gives none): a loss that is finite but detached from a network leaves it at zero.
+    Biases are left out: a critic's output bias cancels in E[D(fake)] - E[D(real)]."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["optimizer_states"]
     assert len(state) == 2
     for network, optimizer in zip(("generator", "discriminator"), state, strict=True):
-        moments = [s["exp_avg"] for s in optimizer["state"].values() if s["exp_avg"].ndim >= 2]
+        moments = [s["exp_avg_sq"] for s in optimizer["state"].values() if s["exp_avg_sq"].ndim >= 2]
         assert moments, f"{network}: no optimizer state"
         untouched = sum(int(not m.any()) for m in moments)
         assert untouched == 0, f"{network}: {untouched} of {len(moments)} parameter tensors got no gradient"
