@@ -2,7 +2,8 @@
 # A one-node SLURM cluster on this machine, for the tests and for trying hydra/launcher=submitit_slurm.
 #
 #   scripts/slurm_local.sh up      install (Debian, as root) and start munged, MariaDB, slurmdbd,
-#                                  slurmctld and slurmd; returns once `sinfo` shows the node idle
+#                                  slurmctld and slurmd; returns once `sinfo` shows the node idle.
+#                                  Jobs left from daemons that died (machine stopped) are cancelled.
 #   scripts/slurm_local.sh down    stop them (configs and accounting data are kept)
 #   scripts/slurm_local.sh status  what answers
 #
@@ -139,8 +140,25 @@ start_slurm() {
   sacctmgr -n list cluster format=cluster | grep -qw "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
   running "$RUN/slurmctld.pid" || slurmctld
   wait_for 30 slurmctld scontrol ping
-  running "$RUN/slurmd.pid" || slurmd -N "$NODE"
-  wait_for 60 "node $NODE" sh -c "sinfo -h -n $NODE -o %t | grep -qE '^(idle|mix|alloc)'"
+  if running "$RUN/slurmd.pid"; then
+    wait_for 60 "node $NODE" sh -c "sinfo -h -n $NODE -o %t | grep -qE '^(idle|mix|alloc)'"
+  else
+    slurmd -N "$NODE"
+    wait_for 60 "node $NODE" sh -c "sinfo -h -n $NODE -o %t | grep -qE '^(idle|mix|alloc)'"
+    cancel_orphans
+    wait_for 60 "node $NODE" sh -c "sinfo -h -n $NODE -o %t | grep -qx idle"
+  fi
+}
+
+# Jobs a previous slurmd ran died with it (a killed container, a reboot), but slurmctld restores them
+# from its saved state as running and holds their CPUs until it declares the node failed, about half
+# an hour later; their submitters are gone too. A freshly started slurmd runs nothing, so cancel them.
+cancel_orphans() {
+  local jobs
+  jobs=$(squeue -h -t RUNNING,COMPLETING,PENDING,CONFIGURING,SUSPENDED -o %i | paste -sd, -)
+  [[ -z $jobs ]] && return
+  say "cancelling job(s) $jobs, left by SLURM daemons that did not shut down cleanly"
+  scancel ${jobs//,/ }
 }
 
 up() {

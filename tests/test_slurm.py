@@ -57,14 +57,33 @@ def launch(tmp_path: Path, cache_dir: Path, args: list[str]) -> subprocess.Popen
     )
 
 
+def queue() -> str:
+    """What SLURM holds now, for failure messages: a job that waits for CPUs says why here."""
+    cmd = ["squeue", "-o", "%i %j %T %M %R"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+
+
 def finished(proc: subprocess.Popen[str], timeout: int = 400) -> str:
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise
+        pytest.fail(f"the launcher still waits after {timeout} s; SLURM's queue:\n{queue()}")
     assert proc.returncode == 0, stderr[-3000:]
     return stdout
+
+
+def training(proc: subprocess.Popen[str], tmp_path: Path, job_num: str, timeout: int = 300) -> None:
+    """Wait until sweep job `job_num` has saved a checkpoint, i.e. SLURM runs it and it trains."""
+    deadline = time.monotonic() + timeout
+    while not list(tmp_path.glob(f"logs/train/multiruns/*/{job_num}/checkpoints/last.ckpt")):
+        if proc.poll() is not None:
+            stderr = proc.communicate()[1][-3000:]
+            pytest.fail(f"the launcher ended before job {job_num} saved a checkpoint:\n{stderr}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"job {job_num} saved no checkpoint in {timeout} s; SLURM's queue:\n{queue()}")
+        time.sleep(0.1)
 
 
 def slurm_ids(sweep: Path) -> list[str]:
@@ -74,15 +93,19 @@ def slurm_ids(sweep: Path) -> list[str]:
     return sorted(n for n in names if n not in arrays)
 
 
-def sacct_states(job: str) -> list[str]:
-    """Every state the job went through (-D: also the runs before a requeue)."""
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", job],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [s.split()[0] for s in out.split()] if out.strip() else []
+def sacct_states(job: str, settle_s: float = 30) -> list[str]:
+    """Every state the job went through (-D: also the runs before a requeue), once accounting has
+    its end: slurmdbd records a job's completion a moment after submitit has read its result."""
+    cmd = ["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", job]
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        states = [s.split()[0] for s in out.split()]
+        if states and states[-1] not in {"PENDING", "RUNNING", "COMPLETING", "REQUEUED"}:
+            return states
+        if time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def job_log(sweep: Path, job: str, task: int = 0) -> str:
@@ -163,10 +186,7 @@ def test_a_preempted_job_requeues_and_ends_where_an_uninterrupted_one_does(
         "callbacks.model_checkpoint.last_every_n_g_steps=5", "+label=straight,preempted",
     ]  # fmt: skip
     proc = launch(tmp_path, cache_dir, args)
-    deadline = time.monotonic() + 300
-    while not list(tmp_path.glob("logs/train/multiruns/*/1/checkpoints/last.ckpt")):  # it is training
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
+    training(proc, tmp_path, "1")
     sweep = sweep_dir(tmp_path)
     straight, preempted = slurm_ids(sweep)
     subprocess.run(["scancel", "--signal=USR1", preempted], check=True)
@@ -201,10 +221,7 @@ def test_a_preempted_two_task_job_stops_on_every_rank_and_continues(tmp_path: Pa
         "callbacks.model_checkpoint.last_every_n_g_steps=5",
     ]  # fmt: skip
     proc = launch(tmp_path, cache_dir, args)
-    deadline = time.monotonic() + 300
-    while not list(tmp_path.glob("logs/train/multiruns/*/0/checkpoints/last.ckpt")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
+    training(proc, tmp_path, "0")
     sweep = sweep_dir(tmp_path)
     (job,) = slurm_ids(sweep)
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
