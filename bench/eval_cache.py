@@ -21,23 +21,14 @@ from hydra import compose, initialize_config_dir
 
 from ganforge.checkpoint import load_checkpoint, load_model, stored_config
 from ganforge.config import instantiate, register_resolvers
-from ganforge.metrics.evaluator import Evaluator
+from ganforge.metrics.evaluator import build_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def once(settings: dict, datamodule, model, device: torch.device) -> float:
     start = time.perf_counter()
-    evaluator = Evaluator.build(settings, datamodule, device)
-    evaluator.evaluate(
-        model.generate,
-        model.latent_dim,
-        settings["num_samples"],
-        settings["batch_size"],
-        0,
-        device,
-        model.num_classes,
-    )
+    build_evaluator(settings, datamodule, device).evaluate(model, device)
     return time.perf_counter() - start
 
 
@@ -64,7 +55,7 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp())
     settings = dict(metrics_cfg) | {"num_samples": args.num_samples, "cache_dir": str(cache)}
     settings["classifier"] = dict(metrics_cfg.classifier)
-    Evaluator.build(settings, datamodule, device)  # trains/caches the classifier: not what we time
+    build_evaluator(settings, datamodule, device)  # trains/caches the classifier: not what we time
     times: dict[str, list[float]] = {"without": [], "with": []}
     for _ in range(args.repeats):
         shutil.rmtree(cache / "reference", ignore_errors=True)

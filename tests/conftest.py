@@ -11,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 import ganforge.config
 from ganforge.config import compose_app_config
+from ganforge.gan_module import GANLitModule
+from ganforge.losses import NonSaturatingLoss
+from ganforge.networks.mlp import MLPDiscriminator, MLPGenerator
 from ganforge.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,3 +200,15 @@ def assert_both_networks_learned(checkpoint: Path) -> None:
         assert moments, f"{network}: no optimizer state"
         untouched = sum(int(not m.any()) for m in moments)
         assert untouched == 0, f"{network}: {untouched} of {len(moments)} parameter tensors got no gradient"
+
+
+def tiny_module(**options: object) -> GANLitModule:
+    """A GANLitModule of two one-layer MLPs on 4x4 images (latent 3), for tests of its own logic."""
+    return GANLitModule(
+        MLPGenerator(image_size=4, channels=1, latent_dim=3, hidden_dims=(8,)),
+        MLPDiscriminator(image_size=4, channels=1, hidden_dims=(8,)),
+        NonSaturatingLoss(),
+        torch.optim.Adam,
+        torch.optim.Adam,
+        **options,
+    )

@@ -55,13 +55,17 @@ def test_mode_metrics_on_perfect_and_collapsed_samples() -> None:
 
 def test_evaluator_counts_every_sample() -> None:
     dm = GaussianMixtureDataModule("ring")
-    evaluator = MixtureEvaluator(dm.modes, dm.std, 20, 1000)
+    settings = {"num_samples": 1000, "batch_size": 300, "seed": 0, "mixture_min_mode_samples": 20}
+    evaluator = MixtureEvaluator(settings, dm.modes, dm.std)
     g = torch.Generator().manual_seed(1)
 
-    def exact(z: torch.Tensor) -> torch.Tensor:  # samples on the modes, from the noise's batch size
-        return dm.sample(len(z), g)[0]
+    class Exact:  # samples on the modes, as many as the noise asks for
+        latent_dim, num_classes = 2, None
 
-    result = evaluator.evaluate(exact, 2, 1000, 300, 0, torch.device("cpu"))
+        def generate(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+            return dm.sample(len(z), g)[0]
+
+    result = evaluator.evaluate(Exact(), torch.device("cpu"))
     assert result["modes_covered"] == 8 and result["high_quality"] == pytest.approx(98.89, abs=1.0)
 
 

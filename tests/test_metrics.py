@@ -21,9 +21,16 @@ from ganforge.datamodules.digits import DigitsDataModule
 from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError
 from ganforge.metrics import features as features_module
-from ganforge.metrics.evaluator import Evaluator, choose_feature_network, local_count
+from ganforge.metrics.evaluator import EVALUATORS, build_evaluator, choose_feature_network
 from ganforge.metrics.features import INCEPTION_FILE, InceptionFeatures, classifier_features, to_uint8_rgb
-from ganforge.metrics.sample_quality import ClassCoverage, ClassDiversity, SampleQuality
+from ganforge.metrics.sample_quality import (
+    FEATURE_METRICS,
+    ClassCoverage,
+    ClassDiversity,
+    PrecisionRecall,
+    SampleQuality,
+)
+from ganforge.sampling import rank_range
 
 D = 8  # feature dimension of the synthetic tests
 
@@ -42,11 +49,25 @@ def reference_fid(x: np.ndarray, y: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
+OFF = {"kid": False, "inception_score": False, "precision_recall": False, "mifid": False}
+OPTIONS = {
+    "kid_subset_size": 50,
+    "is_splits": 2,
+    "seed": 0,
+    "coverage_min_share": 0.1,
+    "precision_recall_k": 3,
+}
+
+
+def quality(classes: int = 3, classifier: bool = False, **on: bool) -> SampleQuality:
+    return SampleQuality.build(OFF | OPTIONS | on, D, classes, classifier)
+
+
 def fid_of(real: torch.Tensor, fake: torch.Tensor) -> float:
-    quality = SampleQuality(D, num_classes=3, coverage=False)
-    quality.update(real, torch.zeros(len(real), 3), real=True)
-    quality.update(fake, torch.zeros(len(fake), 3), real=False)
-    return quality.compute()["fid"]
+    q = quality()
+    q.set_reference(real, torch.zeros(len(real), 3))
+    q.update(fake, torch.zeros(len(fake), 3))
+    return q.compute()["fid"]
 
 
 def test_fid_matches_scipy() -> None:
@@ -67,21 +88,32 @@ def test_fid_zero_for_same_set_and_grows_with_shift() -> None:
 
 
 def test_sample_counts_the_metrics_cannot_use() -> None:
-    quality = SampleQuality(D, 3, kid=True, inception_score=True, kid_subset_size=100, is_splits=10)
+    q = SampleQuality.build(OFF | OPTIONS | {"kid": True, "kid_subset_size": 100}, D, 3, False)
     with pytest.raises(GanforgeError, match=r"FID needs at least 2 generated .* metrics.num_samples=1"):
-        quality.check_counts(1, 500)
+        q.check_counts(1, 500)
     with pytest.raises(GanforgeError, match=r"metrics.kid_subset_size=100 .* more than the 50 available"):
-        quality.check_counts(50, 500)
+        q.check_counts(50, 500)
     with pytest.raises(GanforgeError, match=r"metrics.is_splits=10 .* at least 20 samples"):
-        SampleQuality(D, 3, inception_score=True, is_splits=10).check_counts(15, 500)
+        SampleQuality.build(
+            OFF | OPTIONS | {"inception_score": True, "is_splits": 10}, D, 3, False
+        ).check_counts(15, 500)
+    with pytest.raises(GanforgeError, match=r"precision_recall_k=3 .* metrics.precision_recall=false"):
+        quality(precision_recall=True).check_counts(3, 500)
+
+
+def test_each_metric_is_on_exactly_when_its_switch_says() -> None:
+    assert list(quality().metrics) == ["fid"]
+    assert list(quality(classifier=True).metrics) == ["fid", "coverage", "diversity", "class_accuracy"]
+    every = quality(classifier=True, kid=True, inception_score=True, precision_recall=True, mifid=True)
+    assert list(every.metrics) == list(FEATURE_METRICS)
 
 
 def test_kid_and_is_are_reproducible_and_leave_the_global_rng_alone() -> None:
     def run() -> dict[str, float]:
-        quality = SampleQuality(D, 3, kid=True, inception_score=True, kid_subset_size=50, is_splits=2)
-        quality.update(features(120, seed=5), torch.randn(120, 3), real=True)
-        quality.update(features(120, 0.2, seed=6), torch.randn(120, 3), real=False)
-        return quality.compute()
+        q = quality(kid=True, inception_score=True)
+        q.set_reference(features(120, seed=5), torch.randn(120, 3))
+        q.update(features(120, 0.2, seed=6), torch.randn(120, 3))
+        return q.compute()
 
     torch.manual_seed(0)
     first = run()
@@ -93,17 +125,17 @@ def test_kid_and_is_are_reproducible_and_leave_the_global_rng_alone() -> None:
 
 
 def test_class_coverage() -> None:
-    cover = ClassCoverage(num_classes=10, min_share=0.1)
+    cover = ClassCoverage(num_classes=10, coverage_min_share=0.1)
     labels = torch.arange(1000) % 10
-    cover.update(torch.nn.functional.one_hot(labels, 10).float(), real=True)
-    cover.update(torch.nn.functional.one_hot(labels[:500], 10).float(), real=False)
+    cover.set_reference(torch.zeros(1000, D), torch.nn.functional.one_hot(labels, 10).float(), 0, 1)
+    cover.update(torch.zeros(500, D), torch.nn.functional.one_hot(labels[:500], 10).float(), None)
     result = cover.compute()
     assert result["classes_covered"] == 10 and result["class_kl"].item() == pytest.approx(0.0, abs=1e-12)
 
     cover.reset()  # keeps the real histogram, forgets generated samples
     collapsed = torch.zeros(500, dtype=torch.long)
     collapsed[:4] = 1  # a few strays are not coverage
-    cover.update(torch.nn.functional.one_hot(collapsed, 10).float(), real=False)
+    cover.update(torch.zeros(500, D), torch.nn.functional.one_hot(collapsed, 10).float(), None)
     result = cover.compute()
     assert result["classes_covered"] == 1
     p = torch.tensor([496 / 500, 4 / 500], dtype=torch.float64)
@@ -115,45 +147,82 @@ def test_class_diversity_is_within_class_spread_relative_to_real() -> None:
     labels = torch.arange(400) % 2
     logits = torch.nn.functional.one_hot(labels, 2).float()
     real = torch.randn(400, 3, generator=torch.Generator().manual_seed(0)) + 5 * labels[:, None]
-    diversity.update(real, logits, real=True)
-    diversity.update(real, logits, real=False)  # as varied as the data
-    assert diversity.compute().item() == pytest.approx(1.0)
+    diversity.set_reference(real, logits, 0, 1)
+    diversity.update(real, logits, None)  # as varied as the data
+    assert diversity.compute()["class_diversity"].item() == pytest.approx(1.0)
 
     diversity.reset()  # keeps the real statistics
-    diversity.update(0.5 * real, logits, real=False)  # half the spread in every direction: 1/4
-    assert diversity.compute().item() == pytest.approx(0.25)
+    diversity.update(0.5 * real, logits, None)  # half the spread in every direction: 1/4
+    assert diversity.compute()["class_diversity"].item() == pytest.approx(0.25)
     diversity.reset()
     one_per_class = 5 * labels[:, None].float().expand(-1, 3)  # the same image for every sample of a class
-    diversity.update(one_per_class, logits, real=False)
-    assert diversity.compute().item() == pytest.approx(0.0, abs=1e-9)
+    diversity.update(one_per_class, logits, None)
+    assert diversity.compute()["class_diversity"].item() == pytest.approx(0.0, abs=1e-9)
 
 
-def test_reference_state_round_trip_and_local_counts() -> None:
-    real, fake = features(300, seed=7), features(300, 0.4, seed=8)
-    logits = torch.randn(300, 4)
-    source = SampleQuality(D, 4, kid=True, kid_subset_size=50)
-    source.update(real, logits, real=True)
-    target = SampleQuality(D, 4, kid=True, kid_subset_size=50)
-    target.load_reference_state(source.reference_state())
-    for q in (source, target):
-        q.update(fake, logits, real=False)
-    assert target.compute() == source.compute()
-    assert [local_count(10, r, 3) for r in range(3)] == [4, 3, 3]
+def test_precision_and_recall_see_realism_and_variety_apart() -> None:
+    """Precision: generated samples inside the data's support; recall: the data inside theirs."""
+
+    def gaussian(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+        return torch.randn(n, D, generator=torch.Generator().manual_seed(seed)) + shift
+
+    real = gaussian(400, 7)
+    pr = PrecisionRecall(precision_recall_k=3)
+    pr.set_reference(real, torch.zeros(400, 3), 0, 1)
+
+    def score(fake: torch.Tensor) -> dict[str, float]:
+        pr.reset()
+        pr.update(fake, torch.zeros(len(fake), 3), None)
+        return {k: float(v) for k, v in pr.compute().items()}
+
+    same = score(gaussian(400, 8))
+    assert same["precision"] > 0.8 and same["recall"] > 0.8
+    collapsed = score(real[:40].repeat(10, 1) + 0.01 * gaussian(400, 9))  # realistic, not varied
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.2
+    assert score(gaussian(400, 10, shift=4.0)) == {"precision": 0.0, "recall": 0.0}  # off the data
+
+
+def test_mifid_penalises_copies_of_the_training_set() -> None:
+    def gaussian(n: int, seed: int) -> torch.Tensor:
+        return torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
+
+    real, logits = gaussian(300, 11), torch.zeros(300, 3)
+    q = quality(mifid=True)
+    q.set_reference(real, logits)
+
+    def score(fake: torch.Tensor) -> dict[str, float]:
+        q.reset()
+        q.update(fake, logits)
+        return q.compute()
+
+    fresh = score(gaussian(300, 12))  # new samples of the data's distribution: no penalty
+    assert fresh["mifid"] == pytest.approx(fresh["fid"], rel=1e-6)
+    copied = score(
+        real + 1e-3 * gaussian(300, 13)
+    )  # memorised: FID near 0, the worst generator for scarce data
+    assert copied["fid"] < 1e-4 * fresh["fid"] and copied["mifid"] > fresh["mifid"]
+    half = score(torch.cat([real[:150] + 1e-3 * gaussian(150, 14), gaussian(150, 15)]))
+    assert half["fid"] < fresh["fid"] and half["mifid"] > 5 * fresh["mifid"]
+
+
+def test_rank_ranges_tile_the_samples() -> None:
+    assert [list(rank_range(10, r, 3)) for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
 
 
 # --- distributed: every rank computes, and the value is the single-process value ---------------------
 
+EVERY = {"kid": True, "inception_score": True, "precision_recall": True, "mifid": True}
+
 
 def _ddp_worker(
-    rank: int, world_size: int, init_file: str, state: dict, fake: torch.Tensor, logits, out: str
+    rank: int, world_size: int, init_file: str, real, real_logits, fake: torch.Tensor, logits, out: str
 ) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    quality = SampleQuality(D, 4)
-    quality.load_reference_state(state, rank, world_size)
-    n = [local_count(len(fake), r, world_size) for r in range(world_size)]
-    start = sum(n[:rank])
-    quality.update(fake[start : start + n[rank]], logits[start : start + n[rank]], real=False)
-    result = quality.compute()  # a collective: hangs (test timeout) if any rank skipped it
+    q = quality(4, classifier=True, **EVERY)
+    q.set_reference(real, real_logits, rank, world_size)
+    mine = rank_range(len(fake), rank, world_size)
+    q.update(fake[mine.start : mine.stop], logits[mine.start : mine.stop], torch.arange(len(fake))[mine] % 4)
+    result = q.compute()  # a collective: hangs (test timeout) if any rank skipped it
     Path(f"{out}.{rank}").write_text(json.dumps(result))
     dist.destroy_process_group()
 
@@ -162,28 +231,26 @@ def _ddp_worker(
 def test_distributed_compute_equals_single_process(tmp_path: Path) -> None:
     real, fake = features(400, seed=9), features(301, 0.3, seed=10)
     real_logits, fake_logits = torch.randn(400, 4), torch.randn(301, 4)
-    single = SampleQuality(D, 4)
-    single.update(real, real_logits, real=True)
-    state = single.reference_state()
-    single.update(fake, fake_logits, real=False)
+    single = quality(4, classifier=True, **EVERY)
+    single.set_reference(real, real_logits)
+    single.update(fake, fake_logits, torch.arange(301) % 4)
     expected = single.compute()
 
     out = str(tmp_path / "result")
-    ctx = mp.spawn(
-        _ddp_worker, args=(2, str(tmp_path / "init"), state, fake, fake_logits, out), nprocs=2, join=False
-    )
+    args = (2, str(tmp_path / "init"), real, real_logits, fake, fake_logits, out)
+    ctx = mp.spawn(_ddp_worker, args=args, nprocs=2, join=False)
     deadline = time.monotonic() + 120
     while not ctx.join(timeout=2):
         if time.monotonic() > deadline:
             for process in ctx.processes:
                 process.kill()
             pytest.fail("distributed compute() hung: a rank did not take part in the collective")
-    for rank in range(2):
-        result = json.loads(Path(f"{out}.{rank}").read_text())
-        assert result["fid"] == pytest.approx(expected["fid"], rel=1e-9)
-        assert result["classes_covered"] == expected["classes_covered"]
-        assert result["class_kl"] == pytest.approx(expected["class_kl"], rel=1e-9)
-        assert result["class_diversity"] == pytest.approx(expected["class_diversity"], rel=1e-9)
+    results = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(2)]
+    assert results[0] == results[1]  # every rank reports the same values
+    assert results[0].keys() == expected.keys()
+    for name, value in expected.items():
+        if name not in {"kid", "kid_std", "is", "is_std"}:  # these draw subsets of differently ordered sets
+            assert results[0][name] == pytest.approx(value, rel=1e-6), name
 
 
 # --- feature networks and caches ---------------------------------------------------------------------
@@ -225,6 +292,7 @@ def metric_settings(cache: Path, **overrides) -> dict:
         "feature_network": "classifier", "num_samples": 64, "num_reference": 300, "reference_split": "train",
         "batch_size": 64, "seed": 0, "kid": False, "kid_subset_size": 50, "inception_score": False,
         "is_splits": 2, "coverage_min_share": 0.1, "classifier": SETTINGS, "cache_dir": str(cache),
+        "precision_recall": True, "precision_recall_k": 3, "mifid": False,
     }  # fmt: skip
     return base | overrides
 
@@ -232,51 +300,59 @@ def metric_settings(cache: Path, **overrides) -> dict:
 def test_reference_statistics_cached_per_data_and_network(tmp_path: Path) -> None:
     dm = digits()
     rng = torch.get_rng_state()
-    first = Evaluator.build(metric_settings(tmp_path), dm, torch.device("cpu"))
+    first = build_evaluator(metric_settings(tmp_path), dm, torch.device("cpu"))
     # first use (classifier trained, statistics computed) leaves training's RNG as a cached run does:
     # a seeded run must not depend on what the cache held
     assert torch.equal(torch.get_rng_state(), rng)
     refs = list((tmp_path / "reference").glob("*.pt"))
     assert len(refs) == 1 and first.protocol["reference samples"] == 300
     mtime = refs[0].stat().st_mtime_ns
-    again = Evaluator.build(metric_settings(tmp_path), dm, torch.device("cpu"))
+    again = build_evaluator(metric_settings(tmp_path), dm, torch.device("cpu"))
     assert refs[0].stat().st_mtime_ns == mtime  # loaded, not recomputed
     assert torch.equal(torch.get_rng_state(), rng)
-    assert torch.equal(again.quality.fid.real_features_sum, first.quality.fid.real_features_sum)
+    same = again.quality.metrics["fid"].metric.real_features_sum
+    assert torch.equal(same, first.quality.metrics["fid"].metric.real_features_sum)
     # another feature network (different classifier) or another split -> other statistics
-    Evaluator.build(
+    build_evaluator(
         metric_settings(tmp_path, classifier=SETTINGS | {"feature_dim": 8}), dm, torch.device("cpu")
     )
-    Evaluator.build(metric_settings(tmp_path, reference_split="test"), dm, torch.device("cpu"))
+    build_evaluator(metric_settings(tmp_path, reference_split="test"), dm, torch.device("cpu"))
     names = sorted(p.name.split("_")[1] for p in (tmp_path / "reference").glob("*.pt"))
     assert names == ["test", "train", "train"]  # train x 2 networks, test x 1
 
 
 def test_evaluate_real_images_scores_better_than_noise(tmp_path: Path) -> None:
     dm = digits()
-    evaluator = Evaluator.build(metric_settings(tmp_path, num_samples=200), dm, torch.device("cpu"))
+    evaluator = build_evaluator(metric_settings(tmp_path, num_samples=200), dm, torch.device("cpu"))
     real_images = dm.data_test.tensors[0].float() / 127.5 - 1
 
-    def real(z: torch.Tensor) -> torch.Tensor:
-        return real_images[torch.randint(len(real_images), (len(z),))]
+    class Real:  # "generates" held-out real images
+        latent_dim, num_classes = 4, None
 
-    def noise(z: torch.Tensor) -> torch.Tensor:
-        return torch.rand(len(z), 1, 16, 16) * 2 - 1
+        def generate(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+            return real_images[torch.randint(len(real_images), (len(z),))]
 
-    good = evaluator.evaluate(real, 4, 200, 64, 0, torch.device("cpu"))
-    bad = evaluator.evaluate(noise, 4, 200, 64, 0, torch.device("cpu"))
-    assert good["fid"] < bad["fid"] / 5
+    class Noise(Real):
+        def generate(self, z: torch.Tensor, labels=None) -> torch.Tensor:
+            return torch.rand(len(z), 1, 16, 16) * 2 - 1
+
+    good = evaluator.evaluate(Real(), torch.device("cpu"))
+    bad = evaluator.evaluate(Noise(), torch.device("cpu"))
+    # noise has none of the data's variety (recall); its features fall inside the data's wide
+    # k-NN support, so precision does not tell them apart here
+    assert good["fid"] < bad["fid"] / 5 and good["recall"] > 0.5 and bad["recall"] < 0.1
     assert good["classes_covered"] == 10 and good["class_kl"] < 0.1
+    assert set(EVALUATORS) == {"classifier", "inception", "mixture"}
 
 
 def test_invalid_protocol_settings(tmp_path: Path) -> None:
     dm = digits()
     with pytest.raises(GanforgeError, match=r"metrics.reference_split='dev' is unknown"):
-        Evaluator.build(metric_settings(tmp_path, reference_split="dev"), dm, torch.device("cpu"))
+        build_evaluator(metric_settings(tmp_path, reference_split="dev"), dm, torch.device("cpu"))
     with pytest.raises(GanforgeError, match=r"metrics.feature_network='vgg' is unknown"):
-        Evaluator.build(metric_settings(tmp_path, feature_network="vgg"), dm, torch.device("cpu"))
+        build_evaluator(metric_settings(tmp_path, feature_network="vgg"), dm, torch.device("cpu"))
     with pytest.raises(GanforgeError, match=r"FID needs at least 2 generated"):
-        Evaluator.build(metric_settings(tmp_path, num_samples=1), dm, torch.device("cpu"))
+        build_evaluator(metric_settings(tmp_path, num_samples=1), dm, torch.device("cpu"))
 
 
 # --- Inception: offline behaviour and the real loading path ---------------------------------------------

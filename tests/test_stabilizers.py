@@ -25,6 +25,7 @@ from tests.conftest import (
     assert_both_networks_learned,
     compose_train,
     shapes_data,
+    tiny_module,
     write_shapes,
 )
 
@@ -99,6 +100,24 @@ def test_invalid_stabiliser_settings(make_cfg) -> None:
         train(make_cfg("model.ema_decay=1.5"))
     with pytest.raises(GanforgeError, match=r"model.discriminator.norm='group' is unknown"):
         train(make_cfg("model.discriminator.norm=group"))
+    with pytest.raises(GanforgeError, match=r"model.r1_interval must be >= 1"):
+        train(make_cfg("model.r1_interval=0"))
+
+
+def test_lazy_r1_is_due_every_interval_with_the_interval_as_weight() -> None:
+    """StyleGAN2's lazy R1: the penalty on every 4th D step, 4 times as heavy: the same average pull."""
+    module = tiny_module(r1_gamma=10.0, r1_interval=4)
+    real, fake = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    due = []
+    for step in range(9):
+        module.d_step = step
+        penalties = module.penalties(real, fake, None)
+        if "r1" in penalties:
+            weight, value = penalties["r1"]
+            assert weight == 0.5 * 10.0 * 4
+            assert torch.equal(value, r1_penalty(module.discriminator, real))
+            due.append(step)
+    assert due == [0, 4, 8]
 
 
 class RecordGenerator(Callback):

@@ -16,6 +16,7 @@ from ganforge.datamodules.base import to_uint8
 from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError
 from ganforge.generate import export_checkpoint
+from ganforge.sampling import NoiseSampler
 from ganforge.synthetic import MANIFEST, class_counts, file_sha256, load
 from tests.conftest import trained
 
@@ -37,10 +38,10 @@ def export(ckpt: Path, out: Path, overwrite: bool = False, **settings) -> dict:
 
 
 def expected_images(ckpt: Path, counts: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the model generates for the export's noise (one block) and labels, in [-1, 1]."""
+    """What the model generates for the sampler's noise and the export's labels, in [-1, 1]."""
     model = load_model(load_checkpoint(ckpt), torch.device("cpu"))
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    z = torch.randn(len(labels), model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    z = NoiseSampler(model.latent_dim, seed).noise(range(len(labels)))
     return model.generate(z, labels if model.conditional else None), labels
 
 
@@ -216,7 +217,7 @@ def test_exports_come_from_the_ema_generator_when_there_is_one(tmp_path: Path, c
     manifest = export(ckpt, tmp_path / "out", num_samples=10)
     assert manifest["checkpoint"]["generator"] == "EMA weights"
     model = load_model(load_checkpoint(ckpt), torch.device("cpu"))
-    z = torch.randn(10, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    z = NoiseSampler(model.latent_dim, 0).noise(range(10))
     labels = torch.arange(10)
     ema = to_uint8(model.generator_ema.module.eval()(z, labels))
     trained_weights = to_uint8(model.generator.eval()(z, labels))

@@ -122,9 +122,9 @@ def test_metrics_during_training(make_cfg, monkeypatch: pytest.MonkeyPatch) -> N
     calls: list[set[str]] = []
     original = SampleQuality.update
 
-    def spy(self, features, logits, real, labels=None):
+    def spy(self, features, logits, labels=None):
         calls.append({frame.function for frame in inspect.stack()})
-        return original(self, features, logits, real, labels)
+        return original(self, features, logits, labels)
 
     monkeypatch.setattr(SampleQuality, "update", spy)
     cfg = make_cfg(

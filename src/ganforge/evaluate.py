@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganforge.checkpoint import build_stored, load_checkpoint, load_model, stored_config
 from ganforge.config import register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
-from ganforge.metrics.evaluator import Evaluator
+from ganforge.metrics.evaluator import build_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,14 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule.setup("fit")
 
     settings = OmegaConf.to_container(cfg.metrics, resolve=True)
-    evaluator = Evaluator.build(settings, datamodule, device)
+    evaluator = build_evaluator(settings, datamodule, device)
     if evaluator is None:
         raise GanforgeError(
             f"no feature network for {datamodule.name} "
             f"(metrics.feature_network={settings['feature_network']}); use metrics=inception with its "
             "weights, or metrics=classifier for labelled data"
         )
-    values = evaluator.evaluate(
-        model.generate,
-        model.latent_dim,
-        settings["num_samples"],
-        settings["batch_size"],
-        settings["seed"],
-        device,
-        model.num_classes,
-    )
+    values = evaluator.evaluate(model, device)
     protocol = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "generator step": model.g_step,

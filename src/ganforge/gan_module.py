@@ -38,6 +38,7 @@ from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
 from ganforge.rng import rng_states, set_rng_states
+from ganforge.sampling import NoiseSampler
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -66,6 +67,7 @@ class GANLitModule(LightningModule):
         fixed_noise_seed: int = 0,
         gradient_penalty: float = 0.0,
         r1_gamma: float = 0.0,
+        r1_interval: int = 1,
         mode_seeking: float = 0.0,
         ema_decay: float | None = None,
         augment: nn.Module | None = None,
@@ -84,6 +86,8 @@ class GANLitModule(LightningModule):
             )
         if d_steps_per_g < 1:
             raise GanforgeError(f"model.d_steps_per_g must be >= 1, got {d_steps_per_g}")
+        if r1_interval < 1:
+            raise GanforgeError(f"model.r1_interval must be >= 1 (1: R1 at every D step), got {r1_interval}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise GanforgeError(f"model.ema_decay must be in (0, 1) (e.g. 0.999) or null, got {ema_decay}")
         if channels_last and not any(
@@ -104,6 +108,7 @@ class GANLitModule(LightningModule):
         self.d_steps_per_g = d_steps_per_g
         self.gradient_penalty = gradient_penalty
         self.r1_gamma = r1_gamma
+        self.r1_interval = r1_interval
         self.mode_seeking = mode_seeking
         self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
         self.num_classes = num_classes
@@ -125,10 +130,8 @@ class GANLitModule(LightningModule):
         self._resumed_rng: dict[str, Any] | None = None
         self.last_losses: dict[str, Tensor] = {}  # for DivergenceGuard's bound on finite losses
         self._diverged: Tensor | None = None  # [g_step, network, loss] of the first non-finite loss
-        # Own generator: the grid noise must not depend on (or disturb) the global seed.
-        noise = torch.randn(
-            num_fixed_samples, generator.latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed)
-        )
+        # the seeded sampler: the grid noise must not depend on (or disturb) the global seed
+        noise = NoiseSampler(generator.latent_dim, fixed_noise_seed).noise(range(num_fixed_samples))
         self.register_buffer("fixed_noise", noise)  # persistent: saved in (and restored from) checkpoints
         if num_classes is not None:  # grid column j shows class j (the grid has num_classes columns)
             self.register_buffer("fixed_labels", self.balanced_labels(num_fixed_samples, torch.device("cpu")))
@@ -259,22 +262,18 @@ class GANLitModule(LightningModule):
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
         labels = batch[1] if self.conditional else None
-        n = real.shape[0]
+        self.discriminator_step(real, labels)
+        if self.d_step % self.d_steps_per_g == 0:
+            self.generator_step(len(real), labels)
 
+    def discriminator_step(self, real: Tensor, labels: Tensor | None) -> None:
+        """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties."""
         with self._updating("discriminator") as opt_d:
             with torch.no_grad():
-                fake = self(self.sample_noise(n), labels)
+                fake = self(self.sample_noise(len(real)), labels)
             out_real, out_fake = self.judge(real, labels), self.judge(fake, labels)
-            d_loss = self.loss.d_loss(out_real, out_fake)
-            penalties = {}
-            # the penalties act on D itself, unaugmented and uncompiled (they differentiate twice)
-            critic = partial(self.discriminate, labels=labels, eager=True)
-            if self.gradient_penalty:
-                penalties["train/gp"] = gradient_penalty(critic, real, fake)
-                d_loss = d_loss + self.gradient_penalty * penalties["train/gp"]
-            if self.r1_gamma:
-                penalties["train/r1"] = r1_penalty(critic, real)
-                d_loss = d_loss + 0.5 * self.r1_gamma * penalties["train/r1"]
+            penalties = self.penalties(real, fake, labels)
+            d_loss = self.loss.d_loss(out_real, out_fake) + sum(w * v for w, v in penalties.values())
             self._check_finite("discriminator", d_loss)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -285,13 +284,26 @@ class GANLitModule(LightningModule):
                 "train/d_loss": d_loss.detach(),
                 "train/d_real": self.loss.score(out_real.detach()).mean(),
                 "train/d_fake": self.loss.score(out_fake.detach()).mean(),
-                **{k: v.detach() for k, v in penalties.items()},
+                **{f"train/{name}": value.detach() for name, (_, value) in penalties.items()},
             },
             prog_bar=True,
         )
 
-        if self.d_step % self.d_steps_per_g:
-            return
+    def penalties(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> dict[str, tuple[float, Tensor]]:
+        """{name: (weight, unweighted penalty)} due at this D step. They act on D itself, unaugmented
+        and uncompiled (they differentiate twice). Lazy R1 (StyleGAN2): every `r1_interval`-th step,
+        weighted by the interval, so the average pull stays gamma / 2 at a fraction of the cost."""
+        critic = partial(self.discriminate, labels=labels, eager=True)
+        due: dict[str, tuple[float, Tensor]] = {}
+        if self.gradient_penalty:
+            due["gp"] = (self.gradient_penalty, gradient_penalty(critic, real, fake))
+        if self.r1_gamma and self.d_step % self.r1_interval == 0:
+            due["r1"] = (0.5 * self.r1_gamma * self.r1_interval, r1_penalty(critic, real))
+        return due
+
+    def generator_step(self, n: int, labels: Tensor | None) -> None:
+        """min_G  -E[log D(G(z))] (or the loss's own form), plus mode seeking; then the EMA and the
+        schedulers advance, once per generator step."""
         with self._updating("generator") as opt_g:
             z = self.sample_noise(n)
             if self.mode_seeking and labels is not None:  # pairs (i, i + n/2) share their class
@@ -312,6 +324,7 @@ class GANLitModule(LightningModule):
             self.generator_ema.update_parameters(self.generator)
         for scheduler in self._schedulers():
             scheduler.step()
+        opt_d = self.optimizers()[1]
         self.log("train/g_loss", g_loss.detach(), prog_bar=True)
         self.log("g_step", float(self.g_step), prog_bar=True)
         self.log("train/lr_g", opt_g.param_groups[0]["lr"])

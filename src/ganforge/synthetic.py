@@ -29,12 +29,12 @@ from torchvision.datasets import ImageFolder
 from ganforge.datamodules.base import to_uint8
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
+from ganforge.sampling import NoiseSampler
 
 MANIFEST = "manifest.json"
 NPZ_FILE = "samples.npz"
 UNLABELLED = "unlabelled"
 FORMATS = ("png", "npz")
-NOISE_BLOCK = 4096  # noise is drawn in fixed blocks, so the images depend on the seed, not on batch_size
 
 
 def class_counts(num_samples: int | None, num_classes: int | None, counts: Any = None) -> list[int]:
@@ -85,18 +85,15 @@ def samples(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """(uint8 images, labels) batches: class 0's samples first, then class 1's, ..."""
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    generator = torch.Generator().manual_seed(seed)
-    for start in range(0, len(labels), NOISE_BLOCK):
-        block = labels[start : start + NOISE_BLOCK]
-        z = torch.randn(len(block), model.latent_dim, generator=generator)
-        for z_part, y_part in zip(z.split(batch_size), block.split(batch_size), strict=True):
-            images = model.generate(z_part, y_part if model.conditional else None)
-            if images.dim() != 4:
-                raise GanforgeError(
-                    "this checkpoint generates points, not images (a 2-D mixture model); generate.py "
-                    "exports image models"
-                )
-            yield to_uint8(images).cpu(), y_part
+    sampler = NoiseSampler(model.latent_dim, seed)
+    for z, y in sampler.batches(range(len(labels)), batch_size, labels=labels):
+        images = model.generate(z, y if model.conditional else None)
+        if images.dim() != 4:
+            raise GanforgeError(
+                "this checkpoint generates points, not images (a 2-D mixture model); generate.py "
+                "exports image models"
+            )
+        yield to_uint8(images).cpu(), y
 
 
 def file_sha256(path: Path) -> str:

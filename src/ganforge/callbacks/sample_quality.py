@@ -18,8 +18,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.gan_module import GANLitModule
-from ganforge.metrics.evaluator import Evaluator, local_count
-from ganforge.metrics.mixture import MixtureEvaluator
+from ganforge.metrics.base import SampleEvaluator
+from ganforge.metrics.evaluator import build_evaluator
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SampleQualityCallback(Callback):
         )
         self.every_n_g_steps = every_n_g_steps
         self.best_path = Path(best_dirpath) / "best.ckpt"
-        self.evaluator: Evaluator | MixtureEvaluator | None = None
+        self.evaluator: SampleEvaluator | None = None
         self.best_value = math.inf
         self.best_g_step: int | None = None
         self.last_g_step: int | None = None
@@ -43,8 +43,8 @@ class SampleQualityCallback(Callback):
             return
         device = trainer.strategy.root_device
 
-        def build() -> Evaluator | None:
-            return Evaluator.build(
+        def build() -> SampleEvaluator | None:
+            return build_evaluator(
                 self.settings, trainer.datamodule, device, trainer.global_rank, trainer.world_size
             )
 
@@ -66,13 +66,7 @@ class SampleQualityCallback(Callback):
             return
         self.last_g_step = g
         values = self.evaluator.evaluate(
-            module.generate,
-            module.latent_dim,
-            local_count(self.settings["num_samples"], trainer.global_rank, trainer.world_size),
-            self.settings["batch_size"],
-            self.settings["seed"] + trainer.global_rank,
-            trainer.strategy.root_device,
-            module.num_classes,
+            module, trainer.strategy.root_device, trainer.global_rank, trainer.world_size
         )
         primary = self.evaluator.primary  # fid for images, reverse_kl for the 2-D mixtures
         improved = values[primary] < self.best_value

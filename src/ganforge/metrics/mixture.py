@@ -7,32 +7,14 @@ modes' share of high-quality samples with the (uniform) true distribution, KL(ge
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
+from torchmetrics import Metric
 
-
-def generated(
-    generate: Callable[..., Tensor],
-    latent_dim: int,
-    num_samples: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    num_classes: int | None = None,
-) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """`num_samples` generated samples in batches, from noise seeded independently of training's RNG.
-    Conditional models (`num_classes`) get `generate(z, labels)` with labels balanced over all samples,
-    unconditional ones `generate(z)`."""
-    rng = torch.Generator(device=device).manual_seed(seed)
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        z = torch.randn(n, latent_dim, generator=rng, device=device)
-        labels = None if num_classes is None else torch.arange(start, start + n, device=device) % num_classes
-        yield (generate(z) if labels is None else generate(z, labels)), labels
+from ganforge.metrics.base import SampleEvaluator
 
 
 def mode_counts(samples: Tensor, modes: Tensor, std: float) -> tuple[Tensor, int]:
@@ -54,44 +36,53 @@ def mixture_metrics(counts: Tensor, total: int, min_mode_samples: int) -> dict[s
     }
 
 
-class MixtureEvaluator:
+class ModeCounts(Metric):
+    """High-quality samples per mode, and all samples (summed over DDP ranks)."""
+
+    full_state_update = False
+
+    def __init__(self, modes: Tensor, std: float) -> None:
+        super().__init__()
+        self.std = std
+        self.register_buffer("modes", modes.float())
+        self.add_state("counts", torch.zeros(len(modes), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, samples: Tensor) -> None:
+        counts, total = mode_counts(samples, self.modes, self.std)
+        self.counts += counts
+        self.total += total
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        return self.counts, self.total
+
+
+class MixtureEvaluator(SampleEvaluator):
     primary = "reverse_kl"
 
-    def __init__(self, modes: Tensor, std: float, min_mode_samples: int, num_samples: int) -> None:
-        self.modes, self.std, self.min_mode_samples = modes, std, min_mode_samples
-        self.protocol = {
-            "metric": "PacGAN mode metrics (high quality: within 3 std of the nearest mode)",
-            "generated samples": num_samples,
-            "modes": len(modes),
-            "mode std": std,
-            "covered when": f">= {min_mode_samples} high-quality samples",
-        }
-
-    @torch.no_grad()
-    def evaluate(
-        self,
-        generate: Callable[..., Tensor],
-        latent_dim: int,
-        num_samples: int,
-        batch_size: int,
-        seed: int,
-        device: torch.device,
-        num_classes: int | None = None,
-    ) -> dict[str, float]:
-        counts = torch.zeros(len(self.modes), dtype=torch.float64, device=device)
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        batches = generated(generate, latent_dim, num_samples, batch_size, seed, device, num_classes)
-        for samples, _ in batches:
-            c, t = mode_counts(samples, self.modes, self.std)
-            counts += c
-            total += t
-        if dist.is_available() and dist.is_initialized():  # every rank's share counts once
-            dist.all_reduce(counts)
-            dist.all_reduce(total)
-        return mixture_metrics(counts.cpu(), int(total.item()), self.min_mode_samples)
-
-    @classmethod
-    def build(cls, settings: dict[str, Any], datamodule: Any) -> MixtureEvaluator:
-        return cls(
-            datamodule.modes, datamodule.std, settings["mixture_min_mode_samples"], settings["num_samples"]
+    def __init__(self, settings: Mapping[str, Any], modes: Tensor, std: float) -> None:
+        self.min_mode_samples = settings["mixture_min_mode_samples"]
+        super().__init__(
+            settings,
+            {
+                "metric": "PacGAN mode metrics (high quality: within 3 std of the nearest mode)",
+                "modes": len(modes),
+                "mode std": std,
+                "covered when": f">= {self.min_mode_samples} high-quality samples",
+            },
         )
+        self.counts = ModeCounts(modes, std)
+
+    def to(self, device: torch.device) -> MixtureEvaluator:
+        self.counts.to(device)
+        return self
+
+    def reset(self) -> None:
+        self.counts.reset()
+
+    def update(self, samples: Tensor, labels: Tensor | None) -> None:
+        self.counts.update(samples)
+
+    def compute(self) -> dict[str, float]:
+        counts, total = self.counts.compute()
+        return mixture_metrics(counts.cpu(), int(total.item()), self.min_mode_samples)
