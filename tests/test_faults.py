@@ -23,9 +23,9 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from ganforge.atomic import atomic_save
+from ganforge.cache import fingerprint
 from ganforge.checkpoint import untrusted_target
 from ganforge.checkpoint_io import SafeCheckpointIO
-from ganforge.datamodules.base import fingerprint
 from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.train import train

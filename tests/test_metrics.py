@@ -442,7 +442,7 @@ def test_classifier_needs_labels(tmp_path: Path) -> None:
 
 
 def test_fingerprint_sees_content_changes() -> None:
-    from ganforge.datamodules.base import fingerprint
+    from ganforge.cache import fingerprint
 
     a = TensorDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4))
     b = TensorDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4))

@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch.utils.data import Subset, TensorDataset
 
+from ganforge.cache import fingerprint
 from ganforge.datamodules import pack
-from ganforge.datamodules.base import fingerprint
 from ganforge.datamodules.celeba import CelebADataModule
 from ganforge.datamodules.files import ImageFiles
 from ganforge.datamodules.image_folder import ImageFolderDataModule

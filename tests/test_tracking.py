@@ -29,7 +29,8 @@ def test_offline_run_logs_metrics_images_config_and_finishes(make_cfg, no_wandb_
     path = run_file(cfg.paths.output_dir)
     rows = wandb_records.history(path)
     keys = set().union(*rows)
-    assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/lr_g"} <= keys
+    assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake"} <= keys
+    assert {"lr-Adam/generator", "lr-Adam-1/discriminator"} <= keys  # LearningRateMonitor
     assert {"val/fid", "val/fid_best", "val/classes_covered"} <= keys
     samples = [r for r in rows if r.get("samples/_type") == "images/separated"]
     real = [r for r in rows if r.get("real/_type") == "images/separated"]

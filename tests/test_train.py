@@ -215,3 +215,9 @@ def test_a_model_on_the_wrong_kind_of_data_is_refused(make_cfg, model: str, data
 def test_invalid_d_steps_per_g(make_cfg) -> None:
     with pytest.raises(GanforgeError, match=r"model.d_steps_per_g must be >= 1"):
         train(make_cfg("model.d_steps_per_g=0"))
+
+
+def test_a_run_without_loggers_trains(make_cfg) -> None:
+    """`~logger`: nothing to log learning rates to, so LearningRateMonitor (which would refuse) stays out."""
+    metrics, _ = train(make_cfg("~logger", "max_g_steps=2", "metrics=none"))
+    assert metrics["g_step"] == 2

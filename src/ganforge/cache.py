@@ -1,5 +1,5 @@
-"""On-disk caches (trained classifiers, reference statistics): content keys, atomic writes, entries
-that heal when a file is damaged, and a lock so that simultaneous runs compute an entry once."""
+"""On-disk caches (trained classifiers, reference features): content keys (`fingerprint` hashes a data
+set), entries that heal when a file is damaged, and a lock so that simultaneous runs compute an entry once."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from filelock import FileLock
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +48,22 @@ def load_entry(path: Path, valid: Callable[[Any], bool]) -> Any | None:
     log.warning("cache entry %s is damaged (%s); removed, computing it again", path, reason)
     path.unlink(missing_ok=True)
     return None
+
+
+def fingerprint(dataset: Dataset, chunk_bytes: int = 1 << 20) -> str:
+    """A content hash of a data set: caches keyed by it are never reused for changed data."""
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(dataset, TensorDataset):
+        for t in dataset.tensors:
+            digest.update(str((t.dtype, tuple(t.shape))).encode())
+            flat = t.contiguous().view(-1).view(torch.uint8)  # the same bytes, no copy
+            for chunk in flat.split(chunk_bytes):
+                digest.update(chunk.numpy())
+    elif isinstance(dataset, Subset):
+        digest.update(fingerprint(dataset.dataset).encode())
+        digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())
+    elif hasattr(dataset, "fingerprint"):
+        digest.update(dataset.fingerprint().encode())
+    else:
+        raise TypeError(f"cannot fingerprint a {type(dataset).__name__}")
+    return digest.hexdigest()

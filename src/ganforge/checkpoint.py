@@ -118,6 +118,15 @@ def build_stored(
     return instantiate(OmegaConf.create(node | (overrides or {})))
 
 
+def pick_device(name: str) -> torch.device:
+    """Where a loaded model runs (`device=` of eval.py, generate.py, augment.py): auto, cpu, cuda[:N]."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GanforgeError(f"device={name} but no CUDA device is available; use device=cpu")
+    return torch.device(name)
+
+
 def load_model(
     checkpoint: dict[str, Any], device: torch.device, ckpt_path: str | Path = "the checkpoint"
 ) -> GANLitModule:

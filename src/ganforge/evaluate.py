@@ -10,10 +10,9 @@ from typing import Any
 
 import rich
 import rich.table
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ganforge.checkpoint import build_stored, load_checkpoint, load_model, stored_config
+from ganforge.checkpoint import build_stored, load_checkpoint, load_model, pick_device, stored_config
 from ganforge.config import register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.evaluator import build_evaluator
@@ -21,14 +20,6 @@ from ganforge.metrics.evaluator import build_evaluator
 log = logging.getLogger(__name__)
 
 register_resolvers()
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GanforgeError(f"device={name} but no CUDA device is available; use device=cpu")
-    return torch.device(name)
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:

@@ -232,8 +232,9 @@ class GANLitModule(LightningModule):
         return critic(x, labels) if self.conditional else critic(x)
 
     def configure_optimizers(self) -> Any:
-        opt_g = self.optimizer_g(self.generator.parameters())
-        opt_d = self.optimizer_d(self.discriminator.parameters())
+        # named parameter groups: LearningRateMonitor logs lr-<Optimizer>/generator and .../discriminator
+        opt_g = self.optimizer_g([{"params": self.generator.parameters(), "name": "generator"}])
+        opt_d = self.optimizer_d([{"params": self.discriminator.parameters(), "name": "discriminator"}])
         schedulers = [
             f(o) for f, o in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)) if f is not None
         ]
@@ -324,11 +325,8 @@ class GANLitModule(LightningModule):
             self.generator_ema.update_parameters(self.generator)
         for scheduler in self._schedulers():
             scheduler.step()
-        opt_d = self.optimizers()[1]
         self.log("train/g_loss", g_loss.detach(), prog_bar=True)
         self.log("g_step", float(self.g_step), prog_bar=True)
-        self.log("train/lr_g", opt_g.param_groups[0]["lr"])
-        self.log("train/lr_d", opt_d.param_groups[0]["lr"])
 
     def _check_finite(self, network: str, loss: Tensor) -> None:
         """Note, on the device, the first non-finite loss: no host read-back per update (on a GPU

@@ -10,10 +10,9 @@ import rich
 import rich.table
 from omegaconf import DictConfig, OmegaConf
 
-from ganforge.checkpoint import load_checkpoint, load_model, stored_config
+from ganforge.checkpoint import load_checkpoint, load_model, pick_device, stored_config
 from ganforge.config import register_resolvers
 from ganforge.errors import one_line_errors
-from ganforge.evaluate import pick_device
 from ganforge.synthetic import class_counts, export, file_sha256
 
 log = logging.getLogger(__name__)

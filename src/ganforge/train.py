@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -234,6 +234,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     interrupt = GracefulInterrupt(requeue_signal)
     callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg), interrupt]
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without one; with no logger there is nothing to log
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     checkpoint_io = SafeCheckpointIO()
     plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), checkpoint_io]
     if requeue_signal is not None:  # ranks from SLURM; the requeue is ganforge's (see ganforge.cluster)

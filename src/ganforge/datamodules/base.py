@@ -7,7 +7,6 @@ queues, and become floats in [-1, 1] only after the batch reaches the device
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -325,22 +324,3 @@ class TorchvisionDataModule(ImageDataModule):
         self.data_train, self.data_val = subset(full, train), subset(full, val)
         self.data_test = self._load(train=False)
         self.keep_train_fraction()
-
-
-def fingerprint(dataset: Dataset, chunk_bytes: int = 1 << 20) -> str:
-    """A content hash of a data set: caches keyed by it are never reused for changed data."""
-    digest = hashlib.blake2b(digest_size=16)
-    if isinstance(dataset, TensorDataset):
-        for t in dataset.tensors:
-            digest.update(str((t.dtype, tuple(t.shape))).encode())
-            flat = t.contiguous().view(-1).view(torch.uint8)  # the same bytes, no copy
-            for chunk in flat.split(chunk_bytes):
-                digest.update(chunk.numpy())
-    elif isinstance(dataset, Subset):
-        digest.update(fingerprint(dataset.dataset).encode())
-        digest.update(torch.as_tensor(dataset.indices).numpy().tobytes())
-    elif hasattr(dataset, "fingerprint"):
-        digest.update(dataset.fingerprint().encode())
-    else:
-        raise TypeError(f"cannot fingerprint a {type(dataset).__name__}")
-    return digest.hexdigest()

@@ -14,8 +14,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from ganforge.atomic import atomic_save
-from ganforge.cache import cache_key, load_entry, locked
-from ganforge.datamodules.base import ImageDataModule, fingerprint, to_signed_unit
+from ganforge.cache import cache_key, fingerprint, load_entry, locked
+from ganforge.datamodules.base import ImageDataModule, to_signed_unit
 from ganforge.errors import GanforgeError
 from ganforge.metrics.base import SampleEvaluator
 from ganforge.metrics.features import FeatureNetwork

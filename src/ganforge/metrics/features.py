@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ganforge.atomic import atomic_save
-from ganforge.cache import cache_key, load_entry, locked
-from ganforge.datamodules.base import ImageDataModule, fingerprint, to_uint8
+from ganforge.cache import cache_key, fingerprint, load_entry, locked
+from ganforge.datamodules.base import ImageDataModule, to_uint8
 from ganforge.errors import GanforgeError
 from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
 
