@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganforge.callbacks.sample_grid import scatter_plot
 from ganforge.datamodules.gaussians import GaussianMixtureDataModule
 from ganforge.errors import GanforgeError
 from ganforge.metrics.mixture import MixtureEvaluator, mixture_metrics, mode_counts
@@ -69,12 +70,13 @@ def test_evaluator_counts_every_sample() -> None:
     assert result["modes_covered"] == 8 and result["high_quality"] == pytest.approx(98.89, abs=1.0)
 
 
-def test_scatter_plot_and_bad_settings() -> None:
-    dm = GaussianMixtureDataModule("ring", plot_size=128)
-    image = dm.render(torch.randn(50, 2))
+def test_scatter_plot_and_bad_settings(caplog: pytest.LogCaptureFixture) -> None:
+    image = scatter_plot(torch.randn(50, 2), GaussianMixtureDataModule("ring").modes, size=128)
     assert image.shape == (3, 128, 128) and image.min() >= 0 and image.max() <= 1 and image.min() < 1
     with pytest.raises(GanforgeError, match=r"data.kind='spiral' is unknown"):
         GaussianMixtureDataModule("spiral")
+    GaussianMixtureDataModule("ring", plot_size=128)  # the old key: still accepted, and pointed onwards
+    assert "set callbacks.sample_grid.plot_size=128 instead" in caplog.text
 
 
 @pytest.mark.slow

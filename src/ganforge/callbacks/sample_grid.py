@@ -1,5 +1,5 @@
 """Save a grid of samples from the module's fixed noise every N generator steps (and at the end).
-Conditional models get one column per class.
+Conditional models get one column per class; 2-D points (the mixtures) become scatter plots.
 
 The same noise at every step makes grids comparable over training; it lives in the checkpoint, so
 a resumed run continues the same sequence.
@@ -11,17 +11,38 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import make_grid, save_image
 
 from ganforge.gan_module import GANLitModule
 from ganforge.tracking import log_image
 
 
+def scatter_plot(points: Tensor, modes: Tensor, size: int) -> Tensor:
+    """[3, size, size] in [0, 1]: 2-D samples as blue dots, the data's modes as red rings."""
+    extent = float(modes.abs().max()) + 1.5
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+
+    def pixel(p: Tensor) -> tuple[float, float]:
+        return ((p[0] + extent) / (2 * extent) * size, (extent - p[1]) / (2 * extent) * size)
+
+    for p in points.detach().float().cpu():
+        draw.point(pixel(p), fill=(30, 80, 200))
+    for m in modes:
+        x, y = pixel(m)
+        draw.ellipse((x - 4, y - 4, x + 4, y + 4), outline=(220, 30, 30))
+    return pil_to_tensor(image).float() / 255
+
+
 class SampleGrid(Callback):
-    def __init__(self, dirpath: str, every_n_g_steps: int = 200, nrow: int = 8) -> None:
+    def __init__(self, dirpath: str, every_n_g_steps: int = 200, nrow: int = 8, plot_size: int = 256) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_g_steps = every_n_g_steps
         self.nrow = nrow
+        self.plot_size = plot_size  # 2-D point data: scatter plots, this many pixels wide
         self.last_saved: int | None = None
 
     def path_for(self, g_step: int) -> Path:
@@ -45,10 +66,10 @@ class SampleGrid(Callback):
     def picture(
         self, trainer: Trainer, samples: torch.Tensor, real: bool = False, nrow: int | None = None
     ) -> torch.Tensor:
-        """[3, H, W] in [0, 1]: the data module's own rendering (scatter plots for points) or a grid."""
-        render = getattr(trainer.datamodule, "render", None)
-        if render is not None:
-            return render(samples)
+        """[3, H, W] in [0, 1]: a grid of images, or a scatter plot of points (the 2-D mixtures)."""
+        modes = getattr(trainer.datamodule, "modes", None)
+        if modes is not None:
+            return scatter_plot(samples, modes, self.plot_size)
         nrow = nrow or self.nrow
         if real:  # uint8 training images
             return make_grid(samples.float() / 255, nrow=nrow)

@@ -1,22 +1,24 @@
 """The 2-D Gaussian mixtures of the mode-collapse literature: 8 modes on a ring of radius 2 with
 std 0.02 (Metz et al. 2017) and 25 modes on a 5x5 grid with spacing 2 and std 0.05 (Srivastava et
-al. 2017; Lin et al. 2018). Batches are (points [B, 2], mode index); sample grids become scatter plots.
+al. 2017; Lin et al. 2018). Batches are (points [B, 2], mode index); the sample grid draws them as
+scatter plots.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from lightning.pytorch import LightningDataModule
-from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ganforge.datamodules.base import resumable_loader
 from ganforge.errors import GanforgeError
+
+log = logging.getLogger(__name__)
 
 KINDS = {"ring": 0.02, "grid": 0.05}
 
@@ -39,7 +41,7 @@ class GaussianMixtureDataModule(LightningDataModule):
         num_samples: int = 100_000,
         batch_size: int = 256,
         seed: int = 0,
-        plot_size: int = 256,
+        plot_size: int | None = None,
         num_workers: int = 0,
         dim: int = 2,
     ) -> None:
@@ -48,12 +50,13 @@ class GaussianMixtureDataModule(LightningDataModule):
         self.modes = mixture_modes(kind)
         self.std = KINDS[kind] if std is None else std
         self.num_classes = len(self.modes)
-        self.num_samples, self.batch_size, self.seed, self.plot_size = (
-            num_samples,
-            batch_size,
-            seed,
-            plot_size,
-        )
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        if plot_size is not None:
+            log.warning(
+                "data.plot_size is no longer used: scatter plots are drawn by the sample grid; set "
+                "callbacks.sample_grid.plot_size=%d instead",
+                plot_size,
+            )
         if dim != 2:
             raise GanforgeError(f"data.dim={dim}: the Gaussian mixtures are 2-D; use dim=2")
         self.dim = dim
@@ -76,20 +79,3 @@ class GaussianMixtureDataModule(LightningDataModule):
 
     def train_dataloader(self) -> StatefulDataLoader:
         return resumable_loader(self.data_train, self.batch_size, self.num_workers)
-
-    def render(self, points: Tensor) -> Tensor:
-        """A scatter plot [3, H, W] in [0, 1]: modes as red rings, samples as blue dots."""
-        size, extent = self.plot_size, float(self.modes.abs().max()) + 1.5
-        image = Image.new("RGB", (size, size), "white")
-        draw = ImageDraw.Draw(image)
-
-        def pixel(p: Tensor) -> tuple[float, float]:
-            return ((p[0] + extent) / (2 * extent) * size, (extent - p[1]) / (2 * extent) * size)
-
-        for p in points.detach().float().cpu():
-            x, y = pixel(p)
-            draw.point((x, y), fill=(30, 80, 200))
-        for m in self.modes:
-            x, y = pixel(m)
-            draw.ellipse((x - 4, y - 4, x + 4, y + 4), outline=(220, 30, 30))
-        return pil_to_tensor(image).float() / 255
