@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from ganforge.checkpoint import load_checkpoint, load_model, stored_config
-from ganforge.config import instantiate, register_resolvers
+from ganforge.config import instantiate, prepare_hydra
 from ganforge.metrics.evaluator import build_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="where the checkpoint's data set lives now")
     args = parser.parse_args()
 
-    register_resolvers()
+    prepare_hydra()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         metrics_cfg = compose("eval", overrides=["ckpt_path=x", "metrics=classifier"]).metrics
     device = torch.device("cpu")

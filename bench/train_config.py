@@ -7,11 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ganforge.config import compose_app_config, register_resolvers
+from ganforge.config import compose_app_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def train_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    register_resolvers()
     return compose_app_config(CONF, overrides, output_dir)

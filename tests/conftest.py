@@ -26,7 +26,7 @@ from ganforge.train import train
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-ganforge.config.register_resolvers()
+ganforge.config.prepare_hydra()  # what the entry scripts do before Hydra composes
 
 # Small networks and budgets: real training, seconds on a 2-core CPU.
 FAST = [

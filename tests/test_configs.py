@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,30 @@ def test_plain_ddp_is_refused_with_the_fix(make_cfg, strategy: str) -> None:
 
 def test_single_device_keeps_auto(make_cfg) -> None:
     assert gan_strategy(make_cfg().trainer) == "auto"
+
+
+def test_importing_ganforge_changes_nothing_global() -> None:
+    """Resolvers and warning filters are set up by the entry points (prepare_hydra), not on import:
+    a notebook or a library user importing ganforge keeps its own OmegaConf and warnings state."""
+    probe = """
+import sys, warnings
+from omegaconf import OmegaConf
+callers = []
+def recording(original):
+    def record(*args, **kwargs):
+        callers.append(sys._getframe(1).f_globals.get("__name__", ""))
+        return original(*args, **kwargs)
+    return record
+warnings.filterwarnings = recording(warnings.filterwarnings)
+warnings.simplefilter = recording(warnings.simplefilter)
+import ganforge.train, ganforge.evaluate, ganforge.generate, ganforge.augment
+import hydra_plugins.ganforge.launchers
+assert not OmegaConf.has_resolver("pid"), "resolvers registered on import"
+ours = [c for c in callers if c.startswith("ganforge")]
+assert not ours, f"warning filters set on import by {ours}"
+from ganforge.config import prepare_hydra
+prepare_hydra()
+assert OmegaConf.has_resolver("pid") and "ganforge.config" in callers
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

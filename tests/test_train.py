@@ -148,6 +148,55 @@ def test_metrics_during_training(make_cfg, monkeypatch: pytest.MonkeyPatch) -> N
         assert prefixes == {"generator", "discriminator", "fixed_noise"}  # no feature network weights
 
 
+class ScriptedQuality:
+    """An evaluator whose val/fid values are given: where best.ckpt goes is then known in advance."""
+
+    primary = "fid"
+    protocol = "scripted"
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = iter(values)
+
+    def evaluate(self, module, device, rank, world_size) -> dict[str, float]:
+        return {"fid": next(self.values)}
+
+
+def scripted(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> None:
+    evaluator = ScriptedQuality(values)
+    monkeypatch.setattr("ganforge.callbacks.sample_quality.build_evaluator", lambda *args: evaluator)
+
+
+@pytest.mark.slow
+def test_best_checkpoint_follows_the_best_value_across_resumes(make_cfg, monkeypatch) -> None:
+    """best.ckpt holds the state at the lowest val/fid; continuing in the same run directory keeps
+    comparing with the earlier best, continuing into a new one starts that directory's own best.ckpt
+    while val/fid_best still remembers the whole history."""
+    every = "callbacks.sample_quality.every_n_g_steps=2"
+    scripted(monkeypatch, [3.0, 1.0, 2.0])  # g_steps 2, 4, 6
+    first = make_cfg("max_g_steps=6", every, run="first")
+    _, where = train(first)
+    best_path = Path(first.paths.output_dir, "checkpoints", "best.ckpt")
+    assert load(best_path)["gan_steps"]["g_step"] == 4
+    assert where["best checkpoint"] == f"{best_path} (val/fid 1 at g_step 4)"
+    last = Path(first.paths.output_dir, "checkpoints", "last.ckpt")
+    elsewhere = Path(first.paths.output_dir).parent / "last_of_first.ckpt"
+    elsewhere.write_bytes(last.read_bytes())
+
+    scripted(monkeypatch, [5.0, 4.0])  # g_steps 8, 10, in a new run directory
+    second = make_cfg("max_g_steps=10", every, f"ckpt_path={elsewhere}", run="second")
+    metrics, where = train(second)
+    second_best = Path(second.paths.output_dir, "checkpoints", "best.ckpt")
+    assert load(second_best)["gan_steps"]["g_step"] == 10
+    assert where["best checkpoint"] == f"{second_best} (val/fid 4 at g_step 10)"
+    assert metrics["val/fid_best"] == 1.0
+
+    scripted(monkeypatch, [5.0, 4.0])  # the same again, continuing in the first run's directory
+    again = make_cfg("max_g_steps=10", every, run="first")
+    _, where = train(again)
+    assert load(best_path)["gan_steps"]["g_step"] == 4  # neither 5 nor 4 beats the earlier 1
+    assert where["best checkpoint"] == f"{best_path} (val/fid 1 at g_step 4)"
+
+
 @pytest.mark.slow
 def test_optional_kid_and_is_during_training(make_cfg) -> None:
     cfg = make_cfg(

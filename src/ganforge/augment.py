@@ -24,14 +24,12 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ganforge import downstream, synthetic
 from ganforge.checkpoint import pick_device
-from ganforge.config import instantiate, register_resolvers
+from ganforge.config import instantiate
 from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels, resize_uint8
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.tracking import finish_wandb_run, wandb_offline
 
 log = logging.getLogger(__name__)
-
-register_resolvers()
 
 Result = dict[str, Any]
 

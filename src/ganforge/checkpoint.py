@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ganforge.callbacks.store_config import CHECKPOINT_KEY
+from ganforge.checkpoint_layout import CONFIG, STEPS
 from ganforge.config import instantiate
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
@@ -39,35 +39,16 @@ def load_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         raise GanforgeError(
             f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(err).__name__})"
         ) from err
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "gan_steps" not in checkpoint:
+    if not isinstance(checkpoint, dict) or CONFIG not in checkpoint or STEPS not in checkpoint:
         raise GanforgeError(
             f"ckpt_path={ckpt_path} was not written by ganforge's train.py; pass a ganforge checkpoint"
         )
     return checkpoint
 
 
-LAST = "last.ckpt"
-
-
-def find_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint of a run directory: `checkpoints/last.ckpt` (written at every numbered
-    one, so never older), else the highest `g_step_*.ckpt`; None when it holds none."""
-    folder = Path(run_dir) / "checkpoints"
-    if (folder / LAST).is_file():
-        return folder / LAST
-    numbered = sorted(folder.glob("g_step_*.ckpt"))  # zero-padded: name order is step order
-    return numbered[-1] if numbered else None
-
-
-def newest_checkpoint(run_dirs: list[Path]) -> Path | None:
-    """The most recently written checkpoint among `run_dirs` (what `ckpt_path=last` continues)."""
-    found = [c for c in map(find_checkpoint, run_dirs) if c is not None]
-    return max(found, key=lambda c: c.stat().st_mtime, default=None)
-
-
 def stored_config(checkpoint: dict[str, Any]) -> DictConfig:
     """The resolved training config stored in the checkpoint."""
-    return OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
+    return OmegaConf.create(checkpoint[CONFIG]["config"])
 
 
 TRUSTED_PACKAGES = ("ganforge.", "torch.optim.")
@@ -133,5 +114,5 @@ def load_model(
     """The trained GANLitModule, rebuilt from the checkpoint's own config, in eval mode on `device`."""
     model = build_stored(checkpoint, "model", ckpt_path)
     model.load_state_dict(checkpoint["state_dict"])
-    model.g_step = checkpoint["gan_steps"]["g_step"]
+    model.g_step = checkpoint[STEPS]["g_step"]
     return model.to(device).eval()

@@ -15,6 +15,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from ganforge.atomic import atomic_save
+from ganforge.checkpoint_layout import STEPS
 from ganforge.errors import TrainingDiverged
 
 
@@ -45,7 +46,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     ) -> None:
         bad = first_non_finite({k: checkpoint.get(k) for k in TRAINING_STATE})
         if bad is not None:
-            g_step = checkpoint.get("gan_steps", {}).get("g_step", "?")
+            g_step = checkpoint.get(STEPS, {}).get("g_step", "?")
             raise TrainingDiverged(f"training diverged: {bad} is not finite at g_step {g_step}")
         atomic_save(checkpoint, path)
         self.last_written = Path(path)

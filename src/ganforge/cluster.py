@@ -5,7 +5,7 @@
 - Pre-emption and time limits: SLURM sends the requeue signal (`hydra.launcher.additional_parameters.
   signal`, USR1 by default) before it kills the job. Training stops after the batch in progress, writes
   `last.ckpt`, and the job requeues itself; the requeued job runs in the same run directory, finds that
-  checkpoint there and continues (ganforge.checkpoint.find_checkpoint).
+  checkpoint there and continues (ganforge.checkpoint_layout.find_checkpoint).
 
 Lightning's own SLURM requeue is switched off: it saves from inside the signal handler, which can fall
 between the discriminator and the generator update, and such a checkpoint does not resume exactly.
@@ -29,8 +29,8 @@ from ganforge.errors import GanforgeError
 
 log = logging.getLogger(__name__)
 
-SUBMITIT_SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+SUBMITIT_SLURM = "hydra_plugins.ganforge.launchers.SlurmLauncher"
+SUBMITIT_LOCAL = "hydra_plugins.ganforge.launchers.LocalLauncher"
 DEFAULT_REQUEUE_SIGNAL = signal.SIGUSR1
 
 

@@ -28,13 +28,6 @@ from ganforge.tracking import run_group, run_name, wandb_offline, wandb_run_id
 
 log = logging.getLogger(__name__)
 
-# conf/hydra/launcher/submitit_{slurm,local}.yaml share their names with the plugin's schemas, so
-# Hydra checks them against those (typos in launcher keys are caught) and warns that this matching
-# is deprecated. Each file is complete on its own and keeps working once Hydra stops matching.
-warnings.filterwarnings(
-    "ignore", message=r"(?s).*hydra/launcher/submitit_\w+' is validated against ConfigStore schema"
-)
-
 
 def _optimizer_steps(g_steps: int | None, d_steps_per_g: int) -> int:
     return -1 if g_steps is None else optimizer_steps(int(g_steps), int(d_steps_per_g))
@@ -73,12 +66,28 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("step_budget", step_budget, replace=True)
 
 
+def prepare_hydra() -> None:
+    """What runs before Hydra composes a ganforge config: the entry scripts, submitit jobs
+    (hydra_plugins.ganforge.launchers) and compose_app_config call it; importing ganforge changes
+    nothing global.
+
+    Besides the resolvers: conf/hydra/launcher/submitit_{slurm,local}.yaml share their names with the
+    plugin's schemas, so Hydra checks them against those (typos in launcher keys are caught) and warns
+    that this matching is deprecated. Each file is complete on its own and keeps working once Hydra
+    stops matching, so that warning is silenced."""
+    register_resolvers()
+    warnings.filterwarnings(
+        "ignore", message=r"(?s).*hydra/launcher/submitit_\w+' is validated against ConfigStore schema"
+    )
+
+
 def compose_app_config(
     conf_dir: str | Path, overrides: list[str], output_dir: str | Path | None = None, config: str = "train"
 ) -> DictConfig:
     """A config as `python <config>.py <overrides>` builds it, for code that runs a task outside
     the Hydra app (tests, benchmarks): HydraConfig is set (run directory `output_dir`) and the
     hydra node removed, as the task sees it."""
+    prepare_hydra()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
         cfg = compose(config, overrides=overrides, return_hydra_config=True)

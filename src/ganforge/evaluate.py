@@ -13,13 +13,10 @@ import rich.table
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.checkpoint import build_stored, load_checkpoint, load_model, pick_device, stored_config
-from ganforge.config import register_resolvers
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.metrics.evaluator import build_evaluator
 
 log = logging.getLogger(__name__)
-
-register_resolvers()
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:

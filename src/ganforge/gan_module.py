@@ -34,6 +34,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ganforge.checkpoint_layout import GRAD_SCALERS, RNG, STEPS
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
@@ -372,22 +373,20 @@ class GANLitModule(LightningModule):
         return schedulers if isinstance(schedulers, list) else [schedulers]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gan_steps"] = {"g_step": self.g_step, "d_step": self.d_step}
+        checkpoint[STEPS] = {"g_step": self.g_step, "d_step": self.d_step}
         # saved at a batch boundary: the noise of the next batch is drawn from exactly these states
-        checkpoint["rng_states"] = rng_states()
+        checkpoint[RNG] = rng_states()
         if self._grad_scalers:
-            checkpoint["grad_scalers"] = {name: s.state_dict() for name, s in self._grad_scalers.items()}
+            checkpoint[GRAD_SCALERS] = {name: s.state_dict() for name, s in self._grad_scalers.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        steps = checkpoint.get("gan_steps")
+        steps = checkpoint.get(STEPS)
         if steps is None:
-            raise GanforgeError(
-                "checkpoint has no 'gan_steps': it was not written by ganforge's GANLitModule"
-            )
+            raise GanforgeError(f"checkpoint has no '{STEPS}': it was not written by ganforge's GANLitModule")
         self.g_step, self.d_step = steps["g_step"], steps["d_step"]
-        self._resumed_rng = checkpoint.get("rng_states")
+        self._resumed_rng = checkpoint.get(RNG)
         # restored after `setup` made this run's scalers; a run resumed at another precision has none
-        for name, state in checkpoint.get("grad_scalers", {}).items():
+        for name, state in checkpoint.get(GRAD_SCALERS, {}).items():
             if name in self._grad_scalers:
                 self._grad_scalers[name].load_state_dict(state)
 

@@ -11,15 +11,12 @@ import rich.table
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.checkpoint import load_checkpoint, load_model, pick_device, stored_config
-from ganforge.config import register_resolvers
 from ganforge.errors import one_line_errors
 from ganforge.synthetic import class_counts, export, file_sha256
 
 log = logging.getLogger(__name__)
 
 EXPORT_KEYS = ("num_samples", "counts", "seed", "format", "batch_size")  # conf/export/default.yaml
-
-register_resolvers()
 
 
 def export_checkpoint(

@@ -9,11 +9,10 @@ import logging
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge.augment import augment
-from ganforge.callbacks.sample_quality import SampleQualityCallback
+from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
 from ganforge.errors import GanforgeError
 from ganforge.generate import EXPORT_KEYS, export_checkpoint
 from ganforge.synthetic import class_counts
@@ -49,10 +48,10 @@ def trained_checkpoint(trainer: Trainer, which: str) -> Path:
     """`best` (by the sample-quality metric; the last one when nothing was evaluated) or `last`."""
     if which not in ("best", "last"):
         raise GanforgeError(f"synthesize.checkpoint must be best or last, got {which}")
-    best = [cb.best_path for cb in trainer.callbacks if isinstance(cb, SampleQualityCallback)]
-    if which == "best" and best and best[0].is_file():
-        return best[0]
-    last = [cb.last_model_path for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    best = [cb.best_model_path for cb in trainer.callbacks if isinstance(cb, BestCheckpoint)]
+    if which == "best" and best and best[0] and Path(best[0]).is_file():
+        return Path(best[0])
+    last = [cb.last_model_path for cb in trainer.callbacks if isinstance(cb, GANCheckpoint)]
     if not last or not last[0]:
         raise GanforgeError(
             "synthesize needs a checkpoint: keep callbacks.model_checkpoint (save_last: true)"

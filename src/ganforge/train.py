@@ -17,25 +17,25 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge import cluster
+from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
 from ganforge.callbacks.interrupt import GracefulInterrupt
 from ganforge.callbacks.sample_grid import SampleGrid
-from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.callbacks.store_config import StoreConfig
-from ganforge.checkpoint import find_checkpoint, load_checkpoint, newest_checkpoint, stored_config
+from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.checkpoint_io import SafeCheckpointIO
+from ganforge.checkpoint_layout import DIRECTORY, LAST, find_checkpoint, newest_checkpoint
 from ganforge.config import (
     check_model_fits_data,
     instantiate,
     instantiate_group,
     print_config_tree,
-    register_resolvers,
 )
 from ganforge.errors import GanforgeError, Interrupted, Requeued, TrainingDiverged, one_line_errors
 from ganforge.gan_module import GANLitModule
@@ -46,12 +46,12 @@ from ganforge.tracking import check_logger_config, finish, log_run_metadata
 
 log = logging.getLogger(__name__)
 
-register_resolvers()  # before Hydra composes a config that uses them
-
 # Lightning warnings that do not apply: ganforge checkpoints are meant to hold the weights after
 # the step (the state training continues from); the pytree one is Lightning's own deprecation.
-for _message in ("Using ModelCheckpoint with manual optimization", r"`isinstance\(treespec, LeafSpec\)`"):
-    warnings.filterwarnings("ignore", message=_message)
+INAPPLICABLE_WARNINGS = (
+    "Using ModelCheckpoint with manual optimization",
+    r"`isinstance\(treespec, LeafSpec\)`",
+)
 
 # Alternating D/G updates leave one network's parameters out of each backward pass, which plain
 # DDP rejects ("Expected to have finished reduction..."); these variants tolerate it.
@@ -138,7 +138,7 @@ def resume_from(cfg: DictConfig) -> str | None:
         found = find_checkpoint(value)
         if found is None:
             raise GanforgeError(
-                f"ckpt_path={value} is a directory without checkpoints/last.ckpt or g_step_*.ckpt; pass "
+                f"ckpt_path={value} is a directory without {DIRECTORY}/{LAST} or g_step_*.ckpt; pass "
                 "a run directory that has them, or a checkpoint file"
             )
         return str(found)
@@ -162,11 +162,11 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
     """Where the checkpoint, the sample grids and the metrics went."""
     where = {"run directory": str(cfg.paths.output_dir)}
     for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.last_model_path:
+        if isinstance(cb, GANCheckpoint) and cb.last_model_path:
             where["last checkpoint"] = cb.last_model_path
-        if isinstance(cb, SampleQualityCallback) and cb.best_g_step is not None:
+        if isinstance(cb, BestCheckpoint) and cb.best_model_path:
             where["best checkpoint"] = (
-                f"{cb.best_path} (val/{cb.evaluator.primary} {cb.best_value:.4g} at g_step {cb.best_g_step})"
+                f"{cb.best_model_path} ({cb.monitor} {cb.best_model_score:.4g} at g_step {cb.best_g_step})"
             )
         if isinstance(cb, SampleGrid) and cb.last_saved is not None:
             where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"
@@ -202,8 +202,8 @@ def last_saved(trainer: L.Trainer, checkpoint_io: SafeCheckpointIO) -> str | Pat
     the checkpoint callback (and say the same thing when they stop)."""
     if checkpoint_io.last_written is not None or trainer.is_global_zero:
         return checkpoint_io.last_written
-    callback = trainer.checkpoint_callback
-    return (callback.last_model_path or None) if isinstance(callback, ModelCheckpoint) else None
+    last = [cb.last_model_path for cb in trainer.callbacks if isinstance(cb, GANCheckpoint)]
+    return last[0] or None if last else None
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
@@ -249,7 +249,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     )
     log_run_metadata(trainer.loggers, cfg, model)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with warnings.catch_warnings():
+            for message in INAPPLICABLE_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException as err:
         last_good = last_saved(trainer, checkpoint_io) or ckpt_path
         stopped = isinstance(err, SIGTERMException)

@@ -1,6 +1,7 @@
 """Measure the generator during training: every N generator steps (and at the last step), generate
 `metrics.num_samples` images, log `val/fid` (+ `val/kid`, `val/is`, `val/classes_covered`,
-`val/class_kl` when on) and `val/fid_best`, and keep `checkpoints/best.ckpt` at the best FID.
+`val/class_kl` when on) and `val/fid_best` (what sweeps minimise); `BestCheckpoint` keeps the state
+at the best value as `checkpoints/best.ckpt`.
 
 It hooks only `on_train_batch_end`, after the optimizer steps: metrics never see a training step's
 graph or a sanity-check batch, and the feature network lives here, outside the LightningModule,
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -25,17 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class SampleQualityCallback(Callback):
-    def __init__(
-        self, metrics: DictConfig | dict[str, Any], every_n_g_steps: int = 250, best_dirpath: str = "."
-    ) -> None:
+    def __init__(self, metrics: DictConfig | dict[str, Any], every_n_g_steps: int = 250) -> None:
         self.settings = (
             OmegaConf.to_container(metrics, resolve=True) if isinstance(metrics, DictConfig) else metrics
         )
         self.every_n_g_steps = every_n_g_steps
-        self.best_path = Path(best_dirpath) / "best.ckpt"
         self.evaluator: SampleEvaluator | None = None
         self.best_value = math.inf
-        self.best_g_step: int | None = None
         self.last_g_step: int | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -69,22 +65,16 @@ class SampleQualityCallback(Callback):
             module, trainer.strategy.root_device, trainer.global_rank, trainer.world_size
         )
         primary = self.evaluator.primary  # fid for images, reverse_kl for the 2-D mixtures
-        improved = values[primary] < self.best_value
-        if improved:
-            self.best_value, self.best_g_step = values[primary], g
+        self.best_value = min(self.best_value, values[primary])
         logged = {f"val/{k}": v for k, v in values.items()} | {f"val/{primary}_best": self.best_value}
         # one row per evaluation in the loggers (Lightning's step column counts batches: d_step - 1);
         # self.log only feeds callback_metrics (sweeps, the return value) and the progress bar
         for logger in trainer.loggers:
             logger.log_metrics(logged | {"g_step": g}, step=module.d_step - 1)
-        module.log_dict(logged, on_step=True, on_epoch=False, logger=False)
-        if improved:
-            # the whole training state (weights_only=False), so best.ckpt can also be resumed from
-            trainer.save_checkpoint(self.best_path, weights_only=False)  # all ranks call; one writes
+        module.log_dict(logged, on_step=True, on_epoch=False, logger=False)  # BestCheckpoint reads these
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_g_step": self.best_g_step}
+        return {"best_value": self.best_value}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_value = state_dict["best_value"]
-        self.best_g_step = state_dict["best_g_step"]

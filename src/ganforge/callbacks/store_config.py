@@ -8,8 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 from ganforge import __version__
-
-CHECKPOINT_KEY = "ganforge"
+from ganforge.checkpoint_layout import CONFIG
 
 
 class StoreConfig(Callback):
@@ -19,4 +18,4 @@ class StoreConfig(Callback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"config": self.config, "version": __version__}
+        checkpoint[CONFIG] = {"config": self.config, "version": __version__}
