@@ -3,11 +3,13 @@ the mistakes it refuses before spending any time."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import open_dict
 from PIL import Image
 
 from ganforge.augment import augment
@@ -115,7 +117,9 @@ def test_refuses_unlabelled_or_too_small_synthetic_sets(
 
 
 @pytest.mark.slow
-def test_synthesize_chain_trains_exports_and_measures_in_one_run(make_cfg, tmp_path: Path) -> None:
+def test_synthesize_chain_trains_exports_and_measures_in_one_run(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = make_cfg(
         "experiment=scarce_mnist", "data=digits", "data.image_size=16", "data.batch_size=16", "model=cdcgan",
         "max_g_steps=4", "synthesize.export.num_samples=200", "synthesize.downstream.seeds=[0]",
@@ -142,6 +146,18 @@ def test_synthesize_chain_trains_exports_and_measures_in_one_run(make_cfg, tmp_p
         "synthetic only (CAS)",
     ]
     assert rows[1].split(",")[3] == "160"  # the GAN's own scarce subset: 10% of digits, 16 per class
+
+    # the job starts again in its run directory (killed during the downstream study, requeued):
+    # training is done, the export is the same one, so it is reused rather than refused or redone
+    manifest = (out / "synthetic" / "manifest.json").read_text()
+    with caplog.at_level(logging.INFO, logger="ganforge.synthesize"):
+        train(cfg)
+    assert (out / "synthetic" / "manifest.json").read_text() == manifest
+    assert any("already holds this checkpoint's export" in m for m in caplog.messages)
+    with open_dict(cfg):
+        cfg.synthesize.export.seed = 1  # another export: the folder is not this one's, so it is refused
+    with pytest.raises(GanforgeError, match="is not empty; choose a new folder"):
+        train(cfg)
 
 
 @pytest.mark.parametrize(

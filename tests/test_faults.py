@@ -208,7 +208,7 @@ def test_resume_is_bitwise_equal_to_a_straight_run(make_cfg, stop: int) -> None:
     settings = [
         "data.batch_size=64", "model.ema_decay=0.9",
         "model.scheduler_g={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:5,gamma:0.9}",
-        "model/augment=diffaugment", "metrics=none",
+        "model/d_augment=diffaugment", "metrics=none",
     ]  # fmt: skip
     runs = {}  # each run's directory, read while its config is the current Hydra config
 

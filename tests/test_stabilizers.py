@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
+from ganforge.config import instantiate
 from ganforge.diffaugment import DiffAugment, cutout, translation
 from ganforge.errors import GanforgeError
 from ganforge.evaluate import evaluate
@@ -222,9 +223,26 @@ def test_diffaugment_sees_real_and_fake_in_both_updates(make_cfg, monkeypatch: p
         return original(self, x)
 
     monkeypatch.setattr(DiffAugment, "forward", spy)
-    metrics, _ = train(make_cfg("model/augment=diffaugment", "max_g_steps=4"))
+    metrics, _ = train(make_cfg("model/d_augment=diffaugment", "max_g_steps=4"))
     assert math.isfinite(metrics["train/d_loss"])
     assert len(calls) == 4 * 3  # per batch: real and fake in the D step, fake in the G step
+
+
+def test_the_old_name_model_augment_still_builds_diffaugment_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`model/augment=diffaugment` (and checkpoints that store model.augment) keep working."""
+    cfg = compose_train(["model/augment=diffaugment"])
+    assert "d_augment" not in cfg.model and cfg.model.augment._target_.endswith("DiffAugment")
+    with caplog.at_level(logging.WARNING, logger="ganforge.gan_module"):
+        model = instantiate(cfg.model)
+    assert isinstance(model.d_augment, DiffAugment)
+    assert caplog.messages == [
+        "model.augment is deprecated: it is model.d_augment (model/d_augment=diffaugment)"
+    ]
+    both = compose_train(["model/augment=diffaugment", "model/d_augment=diffaugment"])
+    with pytest.raises(GanforgeError, match=r"old name of model\.d_augment: set only d_augment"):
+        instantiate(both.model)
 
 
 def test_an_ema_too_slow_for_the_budget_is_named_with_a_decay_that_fits(

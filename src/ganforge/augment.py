@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from ganforge import downstream, synthetic
+from ganforge import downstream, synthetic_dataset
 from ganforge.checkpoint import pick_device
 from ganforge.config import instantiate
 from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels, resize_uint8
@@ -45,7 +45,7 @@ def training_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
 def load_synthetic(folder: str, datamodule: ImageDataModule) -> tuple[Tensor, Tensor]:
     """A synthetic set in the real data's format (channels, size), refused when its labels cannot be
     the real data's classes."""
-    images, labels, _ = synthetic.load(folder)
+    images, labels, _ = synthetic_dataset.load(folder)
     if len(labels) == 0 or labels.min() < 0:
         raise GanforgeError(
             f"synthetic_dir={folder} has no class labels (an unconditional model's export); export from "

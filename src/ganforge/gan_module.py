@@ -20,6 +20,7 @@ real batch's labels (so generated classes follow the data's class frequencies).
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -44,6 +45,7 @@ from ganforge.sampling import NoiseSampler
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 
+log = logging.getLogger(__name__)
 
 NETWORKS = ("discriminator", "generator")
 
@@ -71,12 +73,18 @@ class GANLitModule(LightningModule):
         r1_interval: int = 1,
         mode_seeking: float = 0.0,
         ema_decay: float | None = None,
-        augment: nn.Module | None = None,
+        d_augment: nn.Module | None = None,
         num_classes: int | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        if augment is not None:  # the name before d_augment; still in older configs and checkpoints
+            if d_augment is not None:
+                raise GanforgeError("model.augment is the old name of model.d_augment: set only d_augment")
+            log.warning("model.augment is deprecated: it is model.d_augment (model/d_augment=diffaugment)")
+            d_augment = augment
         networks = {"generator": generator, "discriminator": discriminator}
         built_for = {name: getattr(net, "num_classes", None) for name, net in networks.items()}
         if any(n != num_classes for n in built_for.values()):
@@ -111,7 +119,7 @@ class GANLitModule(LightningModule):
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
         self.mode_seeking = mode_seeking
-        self.augment = augment  # e.g. DiffAugment: applied to every image D sees, real and fake
+        self.d_augment = d_augment  # e.g. DiffAugment: applied to every image D sees, real and fake
         self.num_classes = num_classes
         self.compile_networks = compile  # not `self.compile`: that is nn.Module.compile()
         self.channels_last = channels_last
@@ -223,12 +231,13 @@ class GANLitModule(LightningModule):
         finally:
             net.train(was_training)
 
-    def judge(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The discriminator's output on `x`, through the augmentation when there is one."""
-        return self.discriminate(x if self.augment is None else self.augment(x), labels)
-
-    def discriminate(self, x: Tensor, labels: Tensor | None = None, *, eager: bool = False) -> Tensor:
-        """D's output; `eager` bypasses `torch.compile` (needed for a double backward)."""
+    def discriminate(
+        self, x: Tensor, labels: Tensor | None = None, *, augment: bool = True, eager: bool = False
+    ) -> Tensor:
+        """D's output on `x`: through `d_augment` first unless `augment` is off (what the losses see;
+        the penalties act on D itself); `eager` bypasses `torch.compile` (a double backward needs it)."""
+        if augment and self.d_augment is not None:
+            x = self.d_augment(x)
         critic = self.discriminator if eager else self._compiled.get("discriminator", self.discriminator)
         return critic(x, labels) if self.conditional else critic(x)
 
@@ -273,7 +282,7 @@ class GANLitModule(LightningModule):
         with self._updating("discriminator") as opt_d:
             with torch.no_grad():
                 fake = self(self.sample_noise(len(real)), labels)
-            out_real, out_fake = self.judge(real, labels), self.judge(fake, labels)
+            out_real, out_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
             penalties = self.penalties(real, fake, labels)
             d_loss = self.loss.d_loss(out_real, out_fake) + sum(w * v for w, v in penalties.values())
             self._check_finite("discriminator", d_loss)
@@ -295,7 +304,7 @@ class GANLitModule(LightningModule):
         """{name: (weight, unweighted penalty)} due at this D step. They act on D itself, unaugmented
         and uncompiled (they differentiate twice). Lazy R1 (StyleGAN2): every `r1_interval`-th step,
         weighted by the interval, so the average pull stays gamma / 2 at a fraction of the cost."""
-        critic = partial(self.discriminate, labels=labels, eager=True)
+        critic = partial(self.discriminate, labels=labels, augment=False, eager=True)
         due: dict[str, tuple[float, Tensor]] = {}
         if self.gradient_penalty:
             due["gp"] = (self.gradient_penalty, gradient_penalty(critic, real, fake))
@@ -312,7 +321,7 @@ class GANLitModule(LightningModule):
                 h = n // 2
                 labels = torch.cat([labels[:h], labels[:h], labels[2 * h :]])
             fake = self(z, labels)
-            g_loss = self.loss.g_loss(self.judge(fake, labels))
+            g_loss = self.loss.g_loss(self.discriminate(fake, labels))
             if self.mode_seeking:
                 ratio = mode_seeking_ratio(fake, z)
                 self.log("train/mode_seeking_ratio", ratio.detach())

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganforge.checkpoint import load_checkpoint, load_model, pick_device, stored_config
 from ganforge.errors import one_line_errors
-from ganforge.synthetic import class_counts, export, file_sha256
+from ganforge.synthetic_dataset import class_counts, export, file_sha256
 
 log = logging.getLogger(__name__)
 

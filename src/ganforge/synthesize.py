@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, Trainer
 from omegaconf import DictConfig, OmegaConf
@@ -15,7 +16,7 @@ from ganforge.augment import augment
 from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
 from ganforge.errors import GanforgeError
 from ganforge.generate import EXPORT_KEYS, export_checkpoint
-from ganforge.synthetic import class_counts
+from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,17 @@ def trained_checkpoint(trainer: Trainer, which: str) -> Path:
     return Path(last[0])
 
 
+def earlier_export(out_dir: Path, ckpt: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a complete export of the same checkpoint with the same settings in `out_dir`
+    (exports are renamed into place whole), else None; anything else there is refused by the export."""
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    same_checkpoint = manifest.get("checkpoint", {}).get("sha256") == file_sha256(ckpt.resolve())
+    return manifest if same_checkpoint and manifest.get("export_settings") == settings else None
+
+
 def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> dict[str, str]:
     """Export, then augment; returns where the outputs went. `augment/gan.json` records the real data's
     size, the GAN's seed and its last sample-quality metrics, for the scarcity curve."""
@@ -68,8 +80,13 @@ def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> 
     ckpt = trained_checkpoint(trainer, settings.checkpoint)
     export = OmegaConf.to_container(settings.export, resolve=True)
     out_dir = Path(settings.out_dir)
-    manifest = export_checkpoint(ckpt, out_dir, {k: export[k] for k in EXPORT_KEYS}, False, settings.device)
-    log.info("exported %d synthetic samples from %s to %s", manifest["num_samples"], ckpt, out_dir)
+    wanted = {k: export[k] for k in EXPORT_KEYS}
+    manifest = earlier_export(out_dir, ckpt, wanted)
+    if manifest is None:
+        manifest = export_checkpoint(ckpt, out_dir, wanted, False, settings.device)
+        log.info("exported %d synthetic samples from %s to %s", manifest["num_samples"], ckpt, out_dir)
+    else:
+        log.info("%s already holds this checkpoint's export (a job that started again): reusing it", out_dir)
     augment_cfg = OmegaConf.create({
         "data": OmegaConf.to_container(cfg.data, resolve=True),
         "synthetic_dir": str(out_dir),

@@ -233,6 +233,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     requeue_signal = cluster.requeue_signal()
     interrupt = GracefulInterrupt(requeue_signal)
     callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg), interrupt]
+    # best.ckpt first: a last.ckpt written after it in the same batch records it (a resumed run knows it)
+    callbacks.sort(key=lambda c: not isinstance(c, BestCheckpoint))
     loggers = instantiate_group(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without one; with no logger there is nothing to log
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -17,7 +17,7 @@ from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError
 from ganforge.generate import export_checkpoint
 from ganforge.sampling import NoiseSampler
-from ganforge.synthetic import MANIFEST, class_counts, file_sha256, load
+from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256, load
 from tests.conftest import trained
 
 SETTINGS = {"num_samples": 25, "counts": None, "seed": 0, "format": "png", "batch_size": 7}
