@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ganforge.augment import main as augment_main
-from ganforge.config import prepare_hydra
+from ganforge.config import run_app
 
 os.environ.setdefault("GANFORGE_ROOT", str(Path(__file__).resolve().parent))
 
@@ -19,5 +19,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    prepare_hydra()  # ganforge's resolvers, before Hydra composes
-    main()
+    run_app(main, Path(__file__).resolve().parent / "conf", "augment")

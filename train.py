@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from ganforge.config import prepare_hydra
+from ganforge.config import run_app
 from ganforge.train import main as train_main
 
 os.environ.setdefault("GANFORGE_ROOT", str(Path(__file__).resolve().parent))
@@ -18,5 +18,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    prepare_hydra()  # ganforge's resolvers, before Hydra composes
-    main()
+    run_app(main, Path(__file__).resolve().parent / "conf", "train")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from ganforge.checks import check_devices
 from ganforge.train import train
 from tests import wandb_records
-from tests.conftest import FAST, SMALL_NETWORKS
+from tests.conftest import FAST, SMALL_NETWORKS, compose_train
 
 
 @pytest.mark.slow
@@ -83,6 +86,27 @@ BAD_INPUTS = {
     ),
     "point model on images": (["model=r1_2d"], "error: this model reads data.dim"),
     "image model on points": (["data=gaussians_grid"], "error: this model reads data.channels"),
+    "negative budget": (["max_g_steps=-5"], "error: max_g_steps=-5 is not a number of generator steps"),
+    "budget not a number": (["max_g_steps=abc"], "error: max_g_steps=abc is not a number of generator"),
+    "negative learning rate": (
+        ["model.optimizer_g.lr=-1"],
+        "error: model.optimizer_g.lr=-1 must be a number",
+    ),
+    "misspelt key": (
+        ["model.optimzer_g.lr=1"],
+        "error: model.optimzer_g.lr is not a config key (a new one takes a +: +model.optimzer_g.lr=...); "
+        "did you mean model.optimizer_g.lr?",
+    ),
+    "misspelt option": (
+        ["model=dcgna"],
+        "error: model=dcgna is not a model config (options: cdcgan, csngan, dcgan, lsgan, mlp, mlp_2d, "
+        "pacgan_2d, r1_2d, sngan, sngan_2d, wgan_gp, wgan_gp_2d); did you mean model=dcgan?",
+    ),
+    "misspelt option in a nested group": (
+        ["model/d_augment=diffaug"],
+        "error: model/d_augment=diffaug is not a model/d_augment config (options: diffaugment); did you "
+        "mean model/d_augment=diffaugment?",
+    ),
 }
 
 
@@ -95,6 +119,42 @@ def test_user_mistakes_end_in_one_line_and_exit_1(case: str, tmp_path: Path, run
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trainer=gpu"], "error: trainer.accelerator=gpu but torch sees no CUDA GPU here; train on"),
+        (
+            ["trainer=mps"],
+            "error: trainer=mps needs Apple silicon and PyTorch's MPS backend; use trainer=cpu",
+        ),
+    ],
+)
+def test_a_gpu_trainer_without_the_gpu_is_one_line(
+    args: list[str], message: str, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without one
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    result = run_cli(args)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and errors[0].startswith(message), result.stderr[
+        -2000:
+    ]
+
+
+def test_several_devices_without_a_gpu_are_announced_as_cpu_processes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="ganforge.checks"):
+        check_devices(compose_train(["trainer.devices=4"]).trainer)
+        check_devices(compose_train([]).trainer)  # one device: nothing to say
+    assert caplog.messages == [
+        f"trainer.devices=4 without a GPU: 4 CPU processes (DDP over gloo) will share this machine's "
+        f"{os.cpu_count()} cores; for one process drop trainer.devices"
+    ]
 
 
 EVAL_FAST = ["metrics.num_samples=300", "metrics.num_reference=500", "metrics.classifier.epochs=2"]

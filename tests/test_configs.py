@@ -14,10 +14,11 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
+from ganforge.checks import device_count
 from ganforge.config import instantiate_group
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
-from ganforge.train import device_count, gan_strategy
+from ganforge.train import gan_strategy
 from tests.conftest import CONF
 
 
@@ -38,7 +39,7 @@ def test_groups_are_complete() -> None:
         "celeba", "cifar10", "digits", "fashion_mnist",
         "gaussians_grid", "gaussians_ring", "image_folder", "mnist",
     ]  # fmt: skip
-    assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu"]
+    assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu", "mps"]
     assert {"dcgan_mnist", "dcgan_celeba"} <= set(options("experiment"))
     assert {"default", "fdr", "overfit", "limit"} <= set(options("debug"))
 
@@ -88,7 +89,7 @@ def test_callbacks_and_loggers_instantiate(make_cfg, callbacks: str, logger: str
         assert Path(lg.save_dir).resolve().is_relative_to(run_dir), (type(lg).__name__, lg.save_dir)
 
 
-@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_sim"])
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_sim", "mps"])
 def test_trainer_configs_compose(make_cfg, trainer: str) -> None:
     cfg = make_cfg(f"trainer={trainer}", "max_g_steps=4", fast=False)
     assert cfg.trainer.max_steps == 8  # 4 generator steps x (1 D + 1 G)
@@ -100,6 +101,7 @@ def test_trainer_configs_compose(make_cfg, trainer: str) -> None:
         "gpu": ("gpu", 1, "auto", gpu_precision),
         "ddp": ("gpu", -1, "ddp_find_unused_parameters_true", gpu_precision),
         "ddp_sim": ("cpu", 2, "ddp_find_unused_parameters_true", "32-true"),
+        "mps": ("mps", 1, "auto", "32-true"),
     }[trainer]
     t = cfg.trainer
     assert (t.accelerator, t.devices, t.strategy, t.precision) == expected

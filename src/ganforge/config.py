@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigKeyError
 
 from ganforge.cluster import launcher_size
 from ganforge.errors import GanforgeError
@@ -81,6 +89,63 @@ def prepare_hydra() -> None:
     )
 
 
+def run_app(task: Callable[[], Any], conf_dir: str | Path, config_name: str) -> None:
+    """What an entry script's `__main__` runs: prepare_hydra(), then its Hydra app, with a mistake in
+    the command line (a key that does not exist, an option its group does not have, an override that
+    does not parse) reported as one `error:` line that names the fix. HYDRA_FULL_ERROR=1 keeps
+    Hydra's own report (and a full traceback for everything else)."""
+    prepare_hydra()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        task()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the error is read here
+    try:
+        task()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+        message = command_line_error(err, conf_dir, config_name, sys.argv[1:])
+        raise SystemExit(f"error: {message}") from None
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+
+
+def command_line_error(err: Exception, conf_dir: str | Path, config_name: str, argv: list[str]) -> str:
+    """Hydra's composition error as one line, with the nearest valid key or option."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        options = sorted(err.options)
+        near = difflib.get_close_matches(name, options, n=1)
+        guess = f"; did you mean {group}={near[0]}?" if near else ""
+        return f"{group}={name} is not a {group} config (options: {', '.join(options)}){guess}"
+    unknown = re.match(r"Could not override '([^']+)'", str(err))
+    if unknown and isinstance(err.__cause__, ConfigKeyError):
+        key = unknown.group(1)
+        others = [a for a in argv if "=" in a and not a.split("=", 1)[0].lstrip("+~").startswith(key)]
+        near = difflib.get_close_matches(key, config_keys(conf_dir, config_name, others), n=1, cutoff=0.7)
+        guess = f"; did you mean {near[0]}?" if near else ""
+        return f"{key} is not a config key (a new one takes a +: +{key}=...){guess}"
+    lines = [line.strip() for line in [str(err), str(err.__cause__ or "")] if line.strip()]
+    return " ".join(line.splitlines()[0] for line in lines)
+
+
+def config_keys(conf_dir: str | Path, config_name: str, overrides: list[str]) -> list[str]:
+    """Every dotted key of the config these overrides compose (the defaults when they do not)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
+        try:
+            cfg = compose(config_name, overrides=[o for o in overrides if "," not in o])
+        except Exception:
+            cfg = compose(config_name)
+
+    def walk(node: Any, prefix: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from walk(v, f"{prefix}{k}.")
+        else:
+            yield prefix.rstrip(".")
+
+    return list(walk(OmegaConf.to_container(cfg, resolve=False), ""))
+
+
 def compose_app_config(
     conf_dir: str | Path, overrides: list[str], output_dir: str | Path | None = None, config: str = "train"
 ) -> DictConfig:
@@ -98,21 +163,6 @@ def compose_app_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
-
-
-def check_model_fits_data(cfg: DictConfig) -> None:
-    """A model reads its sizes from the data config (`${data.dim}`, `${data.image_size}`, ...); a 2-D
-    point model on images, or an image model on points, would otherwise fail as a bare
-    InterpolationKeyError."""
-    wanted = set(re.findall(r"\$\{data\.(\w+)\}", OmegaConf.to_yaml(cfg.model)))
-    missing = sorted(k for k in wanted if k not in cfg.data)
-    if missing:
-        keys = ", ".join(f"data.{k}" for k in missing)
-        raise GanforgeError(
-            f"this model reads {keys}, which this data set does not have: 2-D point models "
-            "(model=mlp_2d, wgan_gp_2d, sngan_2d, pacgan_2d, r1_2d) train on data=gaussians_grid or "
-            "gaussians_ring, image models (dcgan, wgan_gp, sngan, ...) on image data (digits, mnist, ...)"
-        )
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shlex
 import signal
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,8 @@ from ganforge.callbacks.store_config import StoreConfig
 from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.checkpoint_io import SafeCheckpointIO
 from ganforge.checkpoint_layout import DIRECTORY, LAST, find_checkpoint, newest_checkpoint
+from ganforge.checks import check_train_config, device_count
 from ganforge.config import (
-    check_model_fits_data,
     instantiate,
     instantiate_group,
     print_config_tree,
@@ -74,21 +72,6 @@ def warn_slow_ema(decay: float | None, g_steps: int | None) -> None:
         "metrics and exports come from the EMA: use model.ema_decay<=%.4f for this budget",
         decay, 100 * decay**g_steps, g_steps, fits,
     )  # fmt: skip
-
-
-def device_count(devices: Any, accelerator: str) -> int:
-    """How many devices a Lightning `devices` value asks for (-1/'auto' read off this machine)."""
-    if isinstance(devices, str):
-        if devices.strip() == "auto":
-            return 1 if accelerator == "cpu" else max(torch.cuda.device_count(), 1)
-        if "," in devices:
-            return len([d for d in devices.split(",") if d.strip()])
-        devices = int(devices)
-    if isinstance(devices, Sequence):
-        return len(devices)
-    if devices == -1:
-        return (os.cpu_count() or 1) if accelerator == "cpu" else torch.cuda.device_count()
-    return int(devices)
 
 
 def gan_strategy(trainer_cfg: DictConfig) -> Any:
@@ -208,6 +191,9 @@ def last_saved(trainer: L.Trainer, checkpoint_io: SafeCheckpointIO) -> str | Pat
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
+    check_train_config(cfg)  # before the printout, which resolves every value
+    if cfg.extras.get("print_config"):
+        print_config_tree(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     threads = cluster.cpu_threads()
@@ -224,7 +210,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         ensure_inception_weights()  # fail before anything is built, not at the first evaluation
 
     check_logger_config(cfg.get("logger"))
-    check_model_fits_data(cfg)
     warn_slow_ema(cfg.model.get("ema_decay"), cfg.get("max_g_steps"))
     datamodule = instantiate(cfg.data)
     if cfg.get("synthesize"):
@@ -307,9 +292,6 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with one_line_errors():
             try:
-                if cfg.extras.get("print_config"):
-                    check_model_fits_data(cfg)  # printing resolves the config: refuse a mismatch first
-                    print_config_tree(cfg)
                 metrics, where = train(cfg)
             except GanforgeError as err:  # one_line_errors turns it into an exit code: keep the text
                 error = f"{type(err).__name__}: {err}"
