@@ -13,7 +13,7 @@ import torch
 from ganforge.checks import check_devices
 from ganforge.train import train
 from tests import wandb_records
-from tests.conftest import FAST, SMALL_NETWORKS, compose_train
+from tests.conftest import FAST, SMALL_NETWORKS, compose_train, write_shapes
 
 
 @pytest.mark.slow
@@ -155,6 +155,33 @@ def test_several_devices_without_a_gpu_are_announced_as_cpu_processes(
         f"trainer.devices=4 without a GPU: 4 CPU processes (DDP over gloo) will share this machine's "
         f"{os.cpu_count()} cores; for one process drop trainer.devices"
     ]
+
+
+def test_the_readme_image_folder_command_on_a_small_class_folder_tree(tmp_path: Path, run_cli) -> None:
+    """README: `python train.py data=image_folder data.data_dir=... data.image_size=64`. On 3 classes x 20
+    images the default batch (64) is more than the 57 training images: refused at once, with a size
+    that fits, before the metrics classifier is trained."""
+    root = write_shapes(tmp_path / "shapes", per_class=20)
+    result = run_cli(["data=image_folder", f"data.data_dir={root}", "data.image_size=64"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and errors == [
+        "error: data.batch_size=64 is larger than the 57 imagefolder training images; lower it, e.g. "
+        "data.batch_size=32"
+    ], result.stderr[-2000:]
+    assert "training the imagefolder classifier" not in result.stdout + result.stderr  # refused first
+
+
+def test_a_class_folder_tree_without_a_test_split_is_measured_on_its_val_split(
+    tmp_path: Path, make_cfg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """data=image_folder holds out 5% as val and no test images by default: the metrics classifier
+    (labelled folders) is measured on the val split instead of refusing the run."""
+    root = write_shapes(tmp_path / "shapes", per_class=20)
+    cfg = make_cfg("data=image_folder", f"data.data_dir={root}", "data.image_size=16", "data.batch_size=32")
+    with caplog.at_level(logging.INFO, logger="ganforge"):
+        metrics, _ = train(cfg)
+    assert any(m.startswith("classifier val accuracy") for m in caplog.messages)
+    assert "val/fid" in metrics
 
 
 EVAL_FAST = ["metrics.num_samples=300", "metrics.num_reference=500", "metrics.classifier.epochs=2"]

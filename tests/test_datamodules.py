@@ -152,7 +152,10 @@ def test_val_loader_keeps_every_item_in_order() -> None:
 
 def test_batch_size_larger_than_training_set() -> None:
     dm = digits(batch_size=1438)
-    with user_error(r"data\.batch_size=1438 is larger than the 1437 digits training images"):
+    with user_error(
+        r"data\.batch_size=1438 is larger than the 1437 digits training images; lower it, e\.g\. "
+        r"data\.batch_size=1024"
+    ):
         dm.train_dataloader()
 
 

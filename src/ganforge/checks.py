@@ -86,6 +86,16 @@ def check_devices(trainer: DictConfig) -> None:
         )
 
 
+def check_batch_fits(batch_size: int, n_train: int, data_name: str) -> None:
+    """`data_name` "" for data that are not images (the 2-D mixtures)."""
+    if n_train < batch_size:
+        what = f"{n_train} {data_name} training images" if data_name else f"{n_train} training samples"
+        fits = 1 << (n_train.bit_length() - 1) if n_train else 1
+        raise GanforgeError(
+            f"data.batch_size={batch_size} is larger than the {what}; lower it, e.g. data.batch_size={fits}"
+        )
+
+
 def check_model_fits_data(cfg: DictConfig) -> None:
     """A model reads its sizes from the data config (`${data.dim}`, `${data.image_size}`, ...); a 2-D
     point model on images, or an image model on points, would otherwise fail as a bare

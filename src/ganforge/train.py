@@ -29,7 +29,7 @@ from ganforge.callbacks.store_config import StoreConfig
 from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.checkpoint_io import SafeCheckpointIO
 from ganforge.checkpoint_layout import DIRECTORY, LAST, find_checkpoint, newest_checkpoint
-from ganforge.checks import check_train_config, device_count
+from ganforge.checks import check_batch_fits, check_train_config, device_count
 from ganforge.config import (
     instantiate,
     instantiate_group,
@@ -212,6 +212,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     check_logger_config(cfg.get("logger"))
     warn_slow_ema(cfg.model.get("ema_decay"), cfg.get("max_g_steps"))
     datamodule = instantiate(cfg.data)
+    if rank_zero_only.rank == 0:  # before DDP starts the other ranks, which read the same data
+        datamodule.prepare_data()
+        datamodule.setup("fit")  # now, so that a set too small is refused before minutes of set-up
+        name = getattr(datamodule, "name", "")  # image sets have one; the 2-D mixtures do not
+        check_batch_fits(datamodule.batch_size, len(datamodule.data_train), name)
     if cfg.get("synthesize"):
         check_synthesize(cfg, datamodule)
     model = instantiate(cfg.model)

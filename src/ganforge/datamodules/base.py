@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.datasets import VisionDataset
 
+from ganforge.checks import check_batch_fits
 from ganforge.datamodules.pack import PackedImages, Source, open_pack
 from ganforge.datamodules.sampler import EpochShuffle
 from ganforge.errors import GanforgeError
@@ -158,11 +159,8 @@ class ImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
         if dataset is None:
             raise GanforgeError(f"{self.name} has no {split} split; call setup() first")
-        if train and len(dataset) < self.batch_size:
-            raise GanforgeError(
-                f"data.batch_size={self.batch_size} is larger than the {len(dataset)} {self.name} training "
-                f"images; lower data.batch_size"
-            )
+        if train:
+            check_batch_fits(self.batch_size, len(dataset), self.name)
         workers = self.num_workers
         if workers and decoded(dataset):
             log.info(

@@ -85,7 +85,7 @@ def classifier_evaluator(
     protocol = {
         "features": f"{network.num_features}-d penultimate layer of the data set's SmallCNN",
         "resize": f"none ({datamodule.image_size}x{datamodule.image_size}, as trained)",
-        "classifier test accuracy": round(network.test_accuracy, 4),
+        "classifier held-out accuracy": round(network.test_accuracy, 4),
     }
     return FeatureEvaluator.build(settings, datamodule, network, device, rank, world_size, protocol)
 

@@ -120,13 +120,17 @@ def classifier_features(
             f"metrics=classifier needs a labelled data set, and {datamodule.name} has no classes; use "
             "metrics=inception (the standard FID network) or metrics=none"
         )
-    if datamodule.data_test is None or len(datamodule.data_test) == 0:
+    splits = {"test": datamodule.data_test, "val": datamodule.data_val}  # its accuracy on either
+    split = next((name for name, data in splits.items() if data), None)
+    if split is None:
         raise GanforgeError(
-            f"metrics=classifier needs a test split to measure the classifier; {datamodule.name} has none"
+            f"metrics=classifier measures its classifier on held-out images and {datamodule.name} has no "
+            "test or val split; hold some out (e.g. data.val_fraction=0.1), or use metrics=inception or none"
         )
+    held_out = splits[split]
     key = {
         "train": fingerprint(datamodule.data_train),
-        "test": fingerprint(datamodule.data_test),
+        "test": fingerprint(held_out),
         "channels": datamodule.channels,
         "num_classes": datamodule.num_classes,
         "architecture": "SmallCNN-v1",
@@ -161,7 +165,7 @@ def classifier_features(
         )
         training = {k: settings[k] for k in ("epochs", "max_steps", "lr", "batch_size", "seed")}
         fit_classifier(model, datamodule.data_train, device, **training)
-        test_accuracy = accuracy(model, datamodule.data_test, device)
-        log.info("classifier test accuracy %.4f -> %s", test_accuracy, path)
+        test_accuracy = accuracy(model, held_out, device)
+        log.info("classifier %s accuracy %.4f -> %s", split, test_accuracy, path)
         atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
         return ClassifierFeatures(model, test_accuracy, f"classifier:{path.stem}")
