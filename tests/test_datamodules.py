@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import pickle
 import re
 import struct
@@ -403,6 +404,22 @@ def test_celeba_without_partition_file_splits_by_fraction(tmp_path: Path) -> Non
     splits = [names(dm.data_train), names(dm.data_val), names(dm.data_test)]
     assert [len(split) for split in splits] == [14, 2, 4]
     assert sorted(name for split in splits for name in split) == jpgs(range(1, 21))
+
+
+def test_a_part_of_celeba_whose_partition_holds_no_val_or_test_images_gets_a_seeded_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first images of CelebA are all in the official train partition: a 20-image part with the
+    full partition file would give empty val and test splits (and a notebook with nothing held out)."""
+    write_celeba(tmp_path, 20, codes=[0] * 20)
+    dm = CelebADataModule(data_dir=str(tmp_path), in_memory=False, val_fraction=0.1, test_fraction=0.2)
+    with caplog.at_level(logging.WARNING):
+        dm.setup()
+    assert [len(split) for split in (dm.data_train, dm.data_val, dm.data_test)] == [14, 2, 4]
+    assert caplog.messages == [
+        "list_eval_partition.txt gives these 20 images no val or test images: using a seeded split instead "
+        "(data.val_fraction=0.1, data.test_fraction=0.2)"
+    ]
 
 
 @pytest.mark.parametrize("crop_size", [140, None])

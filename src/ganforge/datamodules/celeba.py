@@ -80,11 +80,7 @@ class CelebADataModule(FileImageDataModule):
             raise self._missing(f"no .jpg files in {self.image_dir}")
         partition = self._partition()
         if partition is None:
-            parts = split_indices(len(files), self.fractions, self.split_seed)
-            return {
-                name: ([files[i] for i in idx], [0] * len(idx))
-                for name, idx in zip(SPLITS, parts, strict=True)
-            }
+            return self._seeded_splits(files)
         unlisted = sum(f.name not in partition for f in files)
         if unlisted:
             log.warning("%d image(s) not in %s: using them for training", unlisted, PARTITION)
@@ -93,4 +89,18 @@ class CelebADataModule(FileImageDataModule):
             split_files, labels = splits[SPLITS[partition.get(f.name, 0)]]
             split_files.append(f)
             labels.append(0)
+        empty = [name for name in SPLITS if not splits[name][0]]
+        if empty:  # a part of CelebA (its first images are all in the official train partition)
+            val, test = self.fractions
+            log.warning(
+                "%s gives these %d images no %s images: using a seeded split instead (data.val_fraction=%s, "
+                "data.test_fraction=%s)", PARTITION, len(files), " or ".join(empty), val, test,
+            )  # fmt: skip
+            return self._seeded_splits(files)
         return splits
+
+    def _seeded_splits(self, files: list[Path]) -> dict[str, Split]:
+        parts = split_indices(len(files), self.fractions, self.split_seed)
+        return {
+            name: ([files[i] for i in idx], [0] * len(idx)) for name, idx in zip(SPLITS, parts, strict=True)
+        }
