@@ -466,3 +466,26 @@ def test_classifier_training_respects_max_steps(tmp_path: Path) -> None:
     with mock.patch.object(features_module, "fit_classifier") as fit:
         classifier_features(digits(), SETTINGS | {"max_steps": 42}, str(tmp_path), torch.device("cpu"))
     assert fit.call_args.kwargs["max_steps"] == 42 and fit.call_args.kwargs["epochs"] == SETTINGS["epochs"]
+    assert fit.call_args.kwargs["progress"] == "metrics classifier"  # first use shows a progress bar
+
+
+def test_the_progress_bar_follows_every_step_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rich.progress
+
+    from ganforge.metrics.classifier import SmallCNN, fit_classifier
+
+    shown: list[float] = []
+    original = rich.progress.Progress.advance
+    monkeypatch.setattr(
+        rich.progress.Progress, "advance", lambda self, task, n=1: shown.append(n) or original(self, task, n)
+    )
+    data, cpu = digits().data_train, torch.device("cpu")
+    nets = []
+    for progress in ("metrics classifier", None):
+        torch.manual_seed(0)
+        nets.append(
+            fit_classifier(SmallCNN(1, 10, 8, 16), data, cpu, epochs=1, max_steps=5, progress=progress)
+        )
+    assert shown == [1] * 10  # one tick per optimizer step, in both runs (a hidden bar still counts)
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -10,7 +10,9 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
+import rich.progress
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -81,13 +83,14 @@ def fit_classifier(
     max_steps: int | None = None,
     transform: Callable[[Tensor], Tensor] | None = None,
     weighted: tuple[Dataset, float] | None = None,
+    progress: str | None = None,
 ) -> SmallCNN:
     """Adam + cross-entropy (cosine schedule) on uint8 (image, label) data; deterministic per seed.
     Trains `epochs` passes, or `max_steps` optimizer steps if that comes first (large data sets).
     `transform` augments each uint8 image on the device. `weighted` = (data set, lambda) adds, per step,
     lambda times the loss on a batch of that set, whose forward pass neither draws from the training
     RNG nor moves the batch-norm statistics: those stay the training set's (with lambda = 0 the model
-    is exactly the one trained without it)."""
+    is exactly the one trained without it). `progress`: show a progress bar with this description."""
     model.to(device).train()
     steps = epochs * -(-len(train) // batch_size)
     if max_steps is not None:
@@ -98,7 +101,12 @@ def fit_classifier(
         second = (_cycle(extra, batch_size, seed + 1_000_003), weight)
     with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG (e.g. GAN training) untouched
         torch.manual_seed(seed)
-        _fit(model, train, device, epochs, lr, batch_size, seed, steps, transform, second)
+        with rich.progress.Progress(
+            *rich.progress.Progress.get_default_columns(), transient=True, disable=progress is None
+        ) as bar:
+            task = bar.add_task(progress or "", total=steps)
+            advance = partial(bar.advance, task)
+            _fit(model, train, device, epochs, lr, batch_size, seed, steps, transform, second, advance)
     return model.eval()
 
 
@@ -145,6 +153,7 @@ def _fit(
     steps: int,
     transform: Callable[[Tensor], Tensor] | None = None,
     second: tuple[Iterator[list[Tensor]], float] | None = None,
+    advance: Callable[[], None] = lambda: None,
 ) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -163,6 +172,7 @@ def _fit(
             opt.step()
             sched.step()
             total, seen, step = total + loss.item() * labels.numel(), seen + labels.numel(), step + 1
+            advance()
             if step == steps:
                 break
         log.debug("classifier epoch %d: %d steps, train loss %.4f", epoch + 1, step, total / seen)

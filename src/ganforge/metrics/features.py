@@ -160,11 +160,13 @@ def classifier_features(
             log.info("classifier features: %s (test accuracy %.4f, cached)", path, stored["test_accuracy"])
             return ClassifierFeatures(model.to(device), stored["test_accuracy"], f"classifier:{path.stem}")
         log.info(
-            "training the %s classifier for feature FID and mode coverage (first use; cached after)",
+            "training the %s classifier for feature FID and mode coverage: once per data set and size, "
+            "then read from %s",
             datamodule.name,
+            path,
         )
         training = {k: settings[k] for k in ("epochs", "max_steps", "lr", "batch_size", "seed")}
-        fit_classifier(model, datamodule.data_train, device, **training)
+        fit_classifier(model, datamodule.data_train, device, **training, progress="metrics classifier")
         test_accuracy = accuracy(model, held_out, device)
         log.info("classifier %s accuracy %.4f -> %s", split, test_accuracy, path)
         atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
