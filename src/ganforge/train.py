@@ -8,6 +8,8 @@ import math
 import shlex
 import signal
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -44,12 +46,36 @@ from ganforge.tracking import check_logger_config, finish, log_run_metadata
 
 log = logging.getLogger(__name__)
 
-# Lightning warnings that do not apply: ganforge checkpoints are meant to hold the weights after
-# the step (the state training continues from); the pytree one is Lightning's own deprecation.
+# Lightning's messages that do not apply: ganforge checkpoints are meant to hold the weights after
+# the step (the state training continues from); evaluation happens in a callback, not a validation
+# loop; the pytree one is Lightning's own deprecation; and its tips advertise other products.
 INAPPLICABLE_WARNINGS = (
     "Using ModelCheckpoint with manual optimization",
+    r"You passed in a `val_dataloader` but have no `validation_step`",
     r"`isinstance\(treespec, LeafSpec\)`",
 )
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def drop_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
+
+
+@contextmanager
+def without_inapplicable_messages() -> Iterator[None]:
+    """Only around building and fitting the trainer: importing ganforge changes no global filter."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO_LOGGERS]
+    with warnings.catch_warnings():
+        for message in INAPPLICABLE_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for logger in loggers:
+            logger.addFilter(drop_tips)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(drop_tips)
+
 
 # Alternating D/G updates leave one network's parameters out of each backward pass, which plain
 # DDP rejects ("Expected to have finished reduction..."); these variants tolerate it.
@@ -154,6 +180,8 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
         if isinstance(cb, SampleGrid) and cb.last_saved is not None:
             where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"
     for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            where["TensorBoard"] = f"tensorboard --logdir {logger.log_dir}"
         if isinstance(logger, CSVLogger):
             csv = Path(logger.log_dir) / "metrics.csv"
             where["metrics"] = (
@@ -232,18 +260,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), checkpoint_io]
     if requeue_signal is not None:  # ranks from SLURM; the requeue is ganforge's (see ganforge.cluster)
         plugins.append(SLURMEnvironment(auto_requeue=False, requeue_signal=requeue_signal))
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        strategy=gan_strategy(cfg.trainer),
-        plugins=plugins,
-    )
+    with without_inapplicable_messages():
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            strategy=gan_strategy(cfg.trainer),
+            plugins=plugins,
+        )
     log_run_metadata(trainer.loggers, cfg, model)
     try:
-        with warnings.catch_warnings():
-            for message in INAPPLICABLE_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
+        with without_inapplicable_messages():
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException as err:
         last_good = last_saved(trainer, checkpoint_io) or ckpt_path
