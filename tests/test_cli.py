@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,8 @@ def test_eval_prints_and_saves_metrics_with_the_protocol(make_cfg, tmp_path: Pat
     result = run_script([f"ckpt_path={ckpt}", *EVAL_FAST, "metrics.classifier.width=16"], script="eval.py")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Sample quality" in result.stdout and "Protocol" in result.stdout
+    assert re.search(r"classes_covered\s*│\s*\d+\s*│", result.stdout)  # a count, not 1.0000
+    assert f"  checkpoint: {ckpt.resolve()}\n" in result.stdout  # whole, however long
 
     (run,) = (tmp_path / "logs" / "eval" / "runs").iterdir()
     saved = json.loads((run / "metrics.json").read_text())

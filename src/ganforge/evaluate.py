@@ -62,17 +62,21 @@ def save(values: dict[str, float], protocol: dict[str, Any], out_dir: Path) -> l
     return [json_path, csv_path]
 
 
+COUNTS = ("classes_covered", "modes_covered")  # how many, not a share
+
+
 def print_table(values: dict[str, float], protocol: dict[str, Any]) -> None:
     table = rich.table.Table(title="Sample quality", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in values.items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(name, f"{value:.0f}" if name in COUNTS else f"{value:.4f}")
     rich.print(table)
-    proto = rich.table.Table(title="Protocol", show_header=False)
+    # key: value lines, not a table: a table cuts long values such as the checkpoint's path
+    console = rich.get_console()
+    console.print("Protocol", style="bold")
     for key, value in protocol.items():
-        proto.add_row(key, str(value))
-    rich.print(proto)
+        console.print(f"  {key}: {value}", soft_wrap=True, markup=False, highlight=False)
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
