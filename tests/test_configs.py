@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
 from ganforge.checks import device_count
-from ganforge.config import instantiate_group
+from ganforge.config import compose_app_config, instantiate_group
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
 from ganforge.train import gan_strategy
@@ -41,7 +42,7 @@ def test_groups_are_complete() -> None:
     ]  # fmt: skip
     assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu", "mps"]
     assert {"dcgan_mnist", "dcgan_celeba"} <= set(options("experiment"))
-    assert {"default", "fdr", "overfit", "limit"} <= set(options("debug"))
+    assert {"default", "fdr", "overfit", "limit", "profiler"} <= set(options("debug"))
 
 
 POINT_MODELS = [m for m in options("model") if m.endswith("_2d")]
@@ -198,3 +199,17 @@ assert OmegaConf.has_resolver("pid") and "ganforge.config" in callers
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_local_default_applies_after_the_overlays_and_before_the_command_line(tmp_path: Path) -> None:
+    """conf/local/default.yaml (git-ignored) holds a machine's own settings; without it nothing changes."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    for own in (conf / "local").glob("*.yaml"):  # this checkout's own local files, if it has any
+        own.unlink()
+    assert compose_app_config(conf, []).seed == 12345
+    (conf / "local" / "default.yaml").write_text("# @package _global_\nseed: 7\ntask_name: mine\n")
+    assert compose_app_config(conf, []).seed == 7
+    assert compose_app_config(conf, ["debug=fdr"]).task_name == "mine"  # after the debug overlay
+    assert compose_app_config(conf, ["seed=3"]).seed == 3  # before the command line
+    assert "/conf/local/*" in (CONF.parent / ".gitignore").read_text().splitlines()

@@ -99,6 +99,14 @@ def test_debug_overlays_train(make_cfg, debug: str) -> None:
     assert metrics["g_step"] == expected_g_steps
 
 
+@pytest.mark.slow
+def test_the_profiler_overlay_writes_where_the_time_went(make_cfg) -> None:
+    cfg = make_cfg("debug=profiler", "max_g_steps=3")
+    train(cfg)
+    profile = Path(cfg.paths.output_dir, "fit-profile.txt").read_text()
+    assert "Action" in profile and "run_training_batch" in profile
+
+
 class BarTotals(Callback):
     """Records the progress bar's batch total at each epoch start."""
 
