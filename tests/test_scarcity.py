@@ -53,9 +53,11 @@ def test_the_curve_pairs_by_seeds_against_the_best_real_only_row() -> None:
     assert by_setting["real"]["difference"] == pytest.approx(-0.05)
 
 
-def write_job(job: Path, size: int, gan_seed: int, accuracy: dict[str, float]) -> None:
+def write_job(
+    job: Path, size: int, gan_seed: int, accuracy: dict[str, float], more: dict[str, float] | None = None
+) -> None:
     (job / "augment").mkdir(parents=True)
-    quality = {"fid": 10.0 / size, "class_accuracy": 0.9, "class_diversity": 0.5}
+    quality = {"fid": 10.0 / size, "class_accuracy": 0.9, "class_diversity": 0.5} | (more or {})
     (job / "augment" / "gan.json").write_text(
         json.dumps({"real per class": size, "gan seed": gan_seed, "quality": quality})
     )
@@ -71,9 +73,9 @@ def write_job(job: Path, size: int, gan_seed: int, accuracy: dict[str, float]) -
 
 def test_report_writes_the_table_the_gan_quality_and_the_plot(tmp_path: Path) -> None:
     for job, (size, gan_seed) in enumerate([(5, 0), (5, 1), (10, 0), (10, 1)]):
-        write_job(
-            tmp_path / str(job), size, gan_seed, {"real": 0.5 + size / 100, "mixed x1": 0.52 + size / 100}
-        )
+        accuracy = {"real": 0.5 + size / 100, "mixed x1": 0.52 + size / 100}
+        more = {"mifid": 3.0} if size == 10 else None  # a metric added after the size-5 jobs ran
+        write_job(tmp_path / str(job), size, gan_seed, accuracy, more)
     files = report(tmp_path)
     assert files is not None
     rows = list(csv.DictReader(files["scarcity table"].open()))
@@ -81,9 +83,9 @@ def test_report_writes_the_table_the_gan_quality_and_the_plot(tmp_path: Path) ->
         ("5", "real", "4"), ("5", "mixed x1", "4"), ("10", "real", "4"), ("10", "mixed x1", "4"),
     ]  # fmt: skip
     quality = list(csv.DictReader(files["GAN quality"].open()))
-    assert [(q["real per class"], q["gan seeds"], float(q["fid"])) for q in quality] == [
-        ("5", "2", 2.0),
-        ("10", "2", 1.0),
+    assert [(q["real per class"], q["gan seeds"], float(q["fid"]), q["mifid"]) for q in quality] == [
+        ("5", "2", 2.0, ""),
+        ("10", "2", 1.0, "3.0"),
     ]
     assert files["scarcity plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report(tmp_path / "0" / "augment") is None  # not a sweep over the chain: nothing

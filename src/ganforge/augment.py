@@ -119,8 +119,11 @@ def save(results: list[Result], summary: list[Result], out_dir: Path) -> list[Pa
 
 
 def write_csv(rows: list[Result], path: Path) -> Path:
+    """Every column any row has, in the order they first appear; a row without one leaves it empty
+    (e.g. a GAN measured before a metric existed, beside one measured after)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     return path
