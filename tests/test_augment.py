@@ -3,6 +3,7 @@ the mistakes it refuses before spending any time."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -150,9 +151,12 @@ def test_synthesize_chain_trains_exports_and_measures_in_one_run(
     # the job starts again in its run directory (killed during the downstream study, requeued):
     # training is done, the export is the same one, so it is reused rather than refused or redone
     manifest = (out / "synthetic" / "manifest.json").read_text()
+    quality = json.loads((out / "augment" / "gan.json").read_text())["quality"]
+    assert {"fid", "fid_best", "class_accuracy"} <= set(quality)
     with caplog.at_level(logging.INFO, logger="ganforge.synthesize"):
         train(cfg)
     assert (out / "synthetic" / "manifest.json").read_text() == manifest
+    assert json.loads((out / "augment" / "gan.json").read_text())["quality"] == quality  # not evaluated again
     assert any("already holds this checkpoint's export" in m for m in caplog.messages)
     with open_dict(cfg):
         cfg.synthesize.export.seed = 1  # another export: the folder is not this one's, so it is refused

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganforge.augment import augment
 from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
+from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.errors import GanforgeError
 from ganforge.generate import EXPORT_KEYS, export_checkpoint
 from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256
@@ -73,6 +74,13 @@ def earlier_export(out_dir: Path, ckpt: Path, settings: dict[str, Any]) -> dict[
     return manifest if same_checkpoint and manifest.get("export_settings") == settings else None
 
 
+def last_quality(trainer: Trainer, metrics: dict[str, float]) -> dict[str, float]:
+    """The GAN's latest sample-quality values: from the callback, which keeps them in checkpoints (a
+    run that restarts after its last step evaluates nothing and logs none), else the logged ones."""
+    kept = [cb.last_values for cb in trainer.callbacks if isinstance(cb, SampleQualityCallback)]
+    return kept[0] if kept and kept[0] else {k: v for k, v in metrics.items() if k.startswith("val/")}
+
+
 def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> dict[str, str]:
     """Export, then augment; returns where the outputs went. `augment/gan.json` records the real data's
     size, the GAN's seed and its last sample-quality metrics, for the scarcity curve."""
@@ -104,7 +112,7 @@ def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> 
         "real per class": len(data.data_train) // data.num_classes,
         "gan seed": cfg.seed,
         "checkpoint": str(ckpt),
-        "quality": {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")},
+        "quality": {k.removeprefix("val/"): v for k, v in last_quality(trainer, metrics).items()},
     }
     (results_dir / "gan.json").write_text(json.dumps(record, indent=2) + "\n")
     return {"synthetic data": str(out_dir), "augment table": str(results_dir / "summary.csv")}

@@ -32,6 +32,7 @@ class SampleQualityCallback(Callback):
         self.every_n_g_steps = every_n_g_steps
         self.evaluator: SampleEvaluator | None = None
         self.best_value = math.inf
+        self.last_values: dict[str, float] = {}  # the latest evaluation (checkpointed: a restart knows it)
         self.last_g_step: int | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -67,6 +68,7 @@ class SampleQualityCallback(Callback):
         primary = self.evaluator.primary  # fid for images, reverse_kl for the 2-D mixtures
         self.best_value = min(self.best_value, values[primary])
         logged = {f"val/{k}": v for k, v in values.items()} | {f"val/{primary}_best": self.best_value}
+        self.last_values = {k: float(v) for k, v in logged.items()}
         # one row per evaluation in the loggers (Lightning's step column counts batches: d_step - 1);
         # self.log only feeds callback_metrics (sweeps, the return value) and the progress bar
         for logger in trainer.loggers:
@@ -74,7 +76,8 @@ class SampleQualityCallback(Callback):
         module.log_dict(logged, on_step=True, on_epoch=False, logger=False)  # BestCheckpoint reads these
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value}
+        return {"best_value": self.best_value, "last_values": self.last_values}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_value = state_dict["best_value"]
+        self.last_values = state_dict.get("last_values", {})  # older checkpoints did not keep them
