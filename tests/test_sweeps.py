@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ganforge.sweep import print_summary
 from tests import wandb_records
 from tests.conftest import FAST, SMALL_NETWORKS
 
@@ -118,3 +119,21 @@ def test_diverged_losses_stop_the_run(make_cfg) -> None:
     cfg = make_cfg("model.loss._target_=tests.test_sweeps.NaNLoss")
     with pytest.raises(TrainingDiverged, match=r"at g_step 0: the discriminator loss is nan; no checkpoint"):
         train(cfg)
+
+
+def test_the_printed_summary_shows_what_the_jobs_differ_in_unbroken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = "experiment=scarcity_mnist paths.log_dir=/a/rather/long/path/to/the/logs logger=csv"
+    records = [
+        {
+            "job": job, "status": "completed", "metric": "val/fid_best", "value": 10.0 + job, "g_step": 1000,
+            "overrides": f"{common} data.train_per_class={size} seed=0",
+            "run_dir": f"/a/rather/long/path/to/the/logs/multiruns/sweep/per_class={size},seed=0",
+        }
+        for job, size in enumerate((5, 60))
+    ]  # fmt: skip
+    print_summary(records, tmp_path / "summary.csv")
+    out = capsys.readouterr().out
+    assert "data.train_per_class=5" in out and "data.train_per_class=60" in out  # what the jobs differ in
+    assert "paths.log_dir" not in out and "/a/rather/long/path/to/the/logs/multiruns" not in out

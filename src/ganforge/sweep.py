@@ -68,16 +68,20 @@ def write_summary(sweep_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
 
 
 def print_summary(records: list[dict[str, Any]], path: Path) -> None:
+    """A table that fits 80 columns: the overrides the jobs differ in; the full overrides and each
+    job's run directory are in summary.csv."""
+    tokens = [r["overrides"].split() for r in records]
+    shared = set.intersection(*map(set, tokens)) if len(tokens) > 1 else set()
     table = rich.table.Table(title=f"Sweep summary ({path})")
-    for column in ("job", "status", "value", "g_step", "overrides", "run_dir"):
-        table.add_column(column, overflow="fold")
     metric = next((r["metric"] for r in records if r["metric"]), "value")
-    table.columns[2].header = metric
-    for r in records:
+    for column in ("job", "status", metric, "g_step", "swept overrides"):
+        table.add_column(column, overflow="fold")
+    for r, own in zip(records, tokens, strict=True):
         value = "-" if r["value"] is None else f"{r['value']:.4g}"
         g_step = "-" if r["g_step"] is None else str(r["g_step"])
         status = r["status"] if r["status"] == "completed" else f"[red]{r['status']}[/red]"
-        table.add_row(str(r["job"]), status, value, g_step, r["overrides"], r["run_dir"])
+        swept = " ".join(t for t in own if t not in shared)
+        table.add_row(str(r["job"]), status, value, g_step, swept)
     rich.print(table)
 
 
