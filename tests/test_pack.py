@@ -267,3 +267,33 @@ def test_eval_packs_into_its_own_cache_not_the_trainers(tmp_path: Path, make_cfg
     )  # fmt: skip
     evaluate(eval_cfg)
     assert packs_in(tmp_path / "evaluator" / "packs") and not (tmp_path / "trainer").exists()
+
+
+@pytest.mark.slow
+def test_eval_finds_data_that_moved_with_data_data_dir(
+    tmp_path: Path, make_cfg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same key as train.py (data.data_dir); the old top-level data_dir= still works, with a warning."""
+    from ganforge.evaluate import evaluate
+    from ganforge.train import train
+    from tests.conftest import compose_train, shapes_data, write_shapes
+
+    shapes = shapes_data(write_shapes(tmp_path / "shapes", 20))
+    _, where = train(make_cfg(*shapes, "metrics=none"))
+    (tmp_path / "shapes").rename(tmp_path / "moved")
+
+    def evaluate_with(*overrides: str) -> None:
+        evaluate(compose_train([
+            f"ckpt_path={where['last checkpoint']}", f"paths.cache_dir={tmp_path / 'evaluator'}",
+            "metrics.num_samples=60", "metrics.classifier.epochs=2", "metrics.classifier.width=8", *overrides,
+        ], tmp_path / "eval", config="eval"))  # fmt: skip
+
+    with pytest.raises(GanforgeError, match=r"image folder .*shapes does not exist"):
+        evaluate_with()
+    evaluate_with(f"data.data_dir={tmp_path / 'moved'}")
+    with caplog.at_level(logging.WARNING, logger="ganforge.evaluate"):
+        evaluate_with(f"data_dir={tmp_path / 'moved'}")
+    said = [r.message for r in caplog.records if r.name == "ganforge.evaluate"]
+    assert said == ["eval.py data_dir= is deprecated: it is data.data_dir=, as in train.py"]
+    with pytest.raises(GanforgeError, match=r"old name of data\.data_dir=: pass only data\.data_dir"):
+        evaluate_with(f"data_dir={tmp_path / 'moved'}", f"data.data_dir={tmp_path / 'moved'}")

@@ -24,7 +24,13 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     device = pick_device(cfg.device)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     model = load_model(checkpoint, device, cfg.ckpt_path)
-    moved = {"data_dir": cfg.data_dir} if cfg.get("data_dir") else {}
+    data_dir = cfg.data.get("data_dir")
+    if cfg.get("data_dir"):
+        if data_dir:
+            raise GanforgeError("data_dir= is the old name of data.data_dir=: pass only data.data_dir")
+        log.warning("eval.py data_dir= is deprecated: it is data.data_dir=, as in train.py")
+        data_dir = cfg.data_dir
+    moved = {"data_dir": data_dir} if data_dir else {}
     if (stored_config(checkpoint).get("data") or {}).get("pack"):  # this machine's packs, not the trainer's
         moved["pack_dir"] = str(Path(cfg.paths.cache_dir) / "packs")
     datamodule = build_stored(checkpoint, "data", cfg.ckpt_path, moved)
