@@ -297,3 +297,16 @@ def test_eval_finds_data_that_moved_with_data_data_dir(
     assert said == ["eval.py data_dir= is deprecated: it is data.data_dir=, as in train.py"]
     with pytest.raises(GanforgeError, match=r"old name of data\.data_dir=: pass only data\.data_dir"):
         evaluate_with(f"data_dir={tmp_path / 'moved'}", f"data.data_dir={tmp_path / 'moved'}")
+
+
+def test_setting_up_a_folder_leaves_the_global_rng_alone(tmp_path: Path) -> None:
+    """train.py sets the data up before it builds the model: building a pack must not draw from the
+    global RNG, or the model's initial weights would depend on whether the pack existed."""
+    from tests.conftest import write_shapes
+
+    root = write_shapes(tmp_path / "shapes", per_class=10)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    folder(root, tmp_path / "p", channels=1, num_workers=2)
+    assert packs_in(tmp_path / "p") and torch.equal(torch.rand(3), expected)

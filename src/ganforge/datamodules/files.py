@@ -188,6 +188,7 @@ class FileImageDataModule(ImageDataModule):
             loader = DataLoader(
                 Decoded(files), batch_size=PACK_BATCH, num_workers=workers if workers > 1 else 0,
                 collate_fn=decoded_batch,
+                generator=torch.Generator(),  # its seed draw leaves the global RNG alone (not random)
             )  # fmt: skip
             labels = torch.as_tensor(files.labels, dtype=torch.long)
             for images, indices, problems in loader:
