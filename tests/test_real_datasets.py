@@ -63,8 +63,8 @@ def test_mnist_from_the_original_archives(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("with_partition", [True, False], ids=["partition file", "fractions"])
-def test_celeba_subset(tmp_path: Path, with_partition: bool) -> None:
-    """200 real aligned faces; the shared copy holds training ids only, so the official split is all train."""
+def test_celeba_subset(tmp_path: Path, with_partition: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """200 real aligned faces; where the official split leaves val or test empty, a seeded split is used."""
     chosen = sorted(CELEBA.glob("img_align_celeba/*.jpg"))[:200]
     assert len(chosen) == 200
     (tmp_path / "img_align_celeba").mkdir()
@@ -75,12 +75,17 @@ def test_celeba_subset(tmp_path: Path, with_partition: bool) -> None:
         partition = dict(line.split() for line in copied.read_text().splitlines())
         codes = Counter(int(partition[image.name]) for image in chosen)
         expected = (codes[0], codes[1], codes[2])
+        falls_back = not (codes[1] and codes[2])
+        if falls_back:
+            expected = (180, 10, 10)  # the default 5 % / 5 % fractions, with a warning
     else:
-        expected = (180, 10, 10)  # the default 5 % / 5 % fractions
+        falls_back, expected = False, (180, 10, 10)
 
     dm = CelebADataModule(data_dir=str(tmp_path), image_size=64, batch_size=16, num_workers=0)
-    dm.setup()
+    with caplog.at_level("WARNING"):
+        dm.setup()
     assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == expected
+    assert ("using a seeded split instead" in caplog.text) == falls_back
     images = dm.data_train.tensors[0]
     assert images.shape == (expected[0], 3, 64, 64) and images.dtype == torch.uint8
     assert 60 < images.float().mean() < 200 and images.float().std() > 30  # photos: neither blank nor flat
