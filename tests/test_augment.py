@@ -160,8 +160,9 @@ def test_synthesize_chain_trains_exports_and_measures_in_one_run(
     assert any("already holds this checkpoint's export" in m for m in caplog.messages)
     with open_dict(cfg):
         cfg.synthesize.export.seed = 1  # another export: the folder is not this one's, so it is refused
-    with pytest.raises(GanforgeError, match="is not empty; choose a new folder"):
+    with pytest.raises(GanforgeError, match=re.escape("holds an export of another checkpoint or with other")):
         train(cfg)
+    assert (out / "synthetic" / "manifest.json").read_text() == manifest  # refused, not replaced
 
 
 @pytest.mark.parametrize(
@@ -172,10 +173,19 @@ def test_synthesize_chain_trains_exports_and_measures_in_one_run(
             ["model=cdcgan", "synthesize.export.num_samples=100"],
             "raise synthesize.export.num_samples to 7185",
         ),
+        (
+            ["model=cdcgan", "synthesize.out_dir=${paths.output_dir}/mine"],
+            "set synthesize.out_dir to a new folder",
+        ),
     ],
 )
 def test_synthesize_refuses_before_training(make_cfg, overrides: list[str], message: str) -> None:
     cfg = make_cfg("synthesize=default", "data.image_size=16", *overrides)
+    if "synthesize.out_dir" in message:  # a folder of the user's own that is not an export
+        (Path(cfg.synthesize.out_dir) / "mine.txt").parent.mkdir(parents=True)
+        (Path(cfg.synthesize.out_dir) / "mine.txt").write_text("keep me")
     with pytest.raises(GanforgeError, match=re.escape(message)):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
+    if "synthesize.out_dir" in message:
+        assert (Path(cfg.synthesize.out_dir) / "mine.txt").read_text() == "keep me"

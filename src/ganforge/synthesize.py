@@ -29,6 +29,12 @@ def check_synthesize(cfg: DictConfig, datamodule: LightningDataModule) -> None:
             "synthesize needs a conditional model (model=cdcgan or csngan): an unconditional model's "
             "samples have no labels for the downstream classifier"
         )
+    out_dir = Path(cfg.synthesize.out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise GanforgeError(
+            f"synthesize.out_dir={out_dir} is not empty and holds no export (no {MANIFEST}); "
+            "set synthesize.out_dir to a new folder"
+        )
     export, ratios = cfg.synthesize.export, cfg.synthesize.downstream.ratios
     counts = OmegaConf.to_object(export.counts) if export.counts else None
     have = sum(class_counts(export.num_samples, cfg.model.num_classes, counts))
@@ -90,6 +96,12 @@ def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> 
     out_dir = Path(settings.out_dir)
     wanted = {k: export[k] for k in EXPORT_KEYS}
     manifest = earlier_export(out_dir, ckpt, wanted)
+    if manifest is None and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise GanforgeError(
+            f"synthesize.out_dir={out_dir} holds an export of another checkpoint or with other export "
+            "settings (from before this job started again, or changed since); move it away, or set "
+            "synthesize.out_dir to a new folder, and run again: training is done and will not repeat"
+        )
     if manifest is None:
         manifest = export_checkpoint(ckpt, out_dir, wanted, False, settings.device)
         log.info("exported %d synthetic samples from %s to %s", manifest["num_samples"], ckpt, out_dir)
