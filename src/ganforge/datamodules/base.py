@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torchvision.transforms.v2.functional as TF
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -163,10 +164,11 @@ class ImageDataModule(LightningDataModule):
             check_batch_fits(self.batch_size, len(dataset), self.name)
         workers = self.num_workers
         if workers and decoded(dataset):
-            log.info(
-                "%s %s split is decoded already: loading it in the main process (data.num_workers=%d would "
-                "only add copies between processes)", self.name, split, workers,
-            )  # fmt: skip
+            if rank_zero_only.rank == 0:  # every DDP rank decides the same: say it once
+                log.info(
+                    "%s %s split is decoded already: loading it in the main process (data.num_workers=%d "
+                    "would only add copies between processes)", self.name, split, workers,
+                )  # fmt: skip
             workers = 0
         if train:  # resumable: a checkpoint holds the data order and where in it training stopped
             return resumable_loader(dataset, self.batch_size, workers, self.pin_memory)
