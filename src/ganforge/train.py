@@ -48,13 +48,15 @@ log = logging.getLogger(__name__)
 
 # Lightning's messages that do not apply: ganforge checkpoints are meant to hold the weights after
 # the step (the state training continues from); evaluation happens in a callback, not a validation
-# loop; a run that finds checkpoints in its own directory continues from them (a requeued job); the
+# loop; logging counts batches across epochs, so an epoch shorter than the logging interval still
+# logs; a run that finds checkpoints in its own directory continues from them (a requeued job); the
 # pytree one is Lightning's own deprecation, the set_vital one torchdata's (its stateful loader calls
 # a torch API that torch deprecated); and Lightning's tips advertise other products.
 INAPPLICABLE_WARNINGS = (
     "Using ModelCheckpoint with manual optimization",
     r"You passed in a `val_dataloader` but have no `validation_step`",
     r"Checkpoint directory .* exists and is not empty",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"`isinstance\(treespec, LeafSpec\)`",
     r"'set_vital' is deprecated",
 )
