@@ -102,9 +102,10 @@ def test_debug_overlays_train(make_cfg, debug: str) -> None:
 @pytest.mark.slow
 def test_the_profiler_overlay_writes_where_the_time_went(make_cfg) -> None:
     cfg = make_cfg("debug=profiler", "max_g_steps=3")
-    train(cfg)
-    profile = Path(cfg.paths.output_dir, "fit-profile.txt").read_text()
-    assert "Action" in profile and "run_training_batch" in profile
+    _, where = train(cfg)
+    profile = Path(cfg.paths.output_dir, "fit-profile.txt")
+    assert "Action" in profile.read_text() and "run_training_batch" in profile.read_text()
+    assert where["profile"] == str(profile)  # the end-of-run list says where it went
 
 
 class BarTotals(Callback):

@@ -185,6 +185,11 @@ def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
             )
         if isinstance(cb, SampleGrid) and cb.last_saved is not None:
             where["sample grids"] = f"{cb.dirpath} (latest: {cb.path_for(cb.last_saved).name})"
+    profiler = trainer.profiler  # Lightning names a profiler's file <stage>-<filename>.txt
+    if getattr(profiler, "dirpath", None) and getattr(profiler, "filename", None):
+        profile = Path(profiler.dirpath) / f"fit-{profiler.filename}.txt"
+        if profile.is_file():
+            where["profile"] = str(profile)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             where["TensorBoard"] = f"tensorboard --logdir {logger.log_dir}"
