@@ -310,3 +310,21 @@ def test_setting_up_a_folder_leaves_the_global_rng_alone(tmp_path: Path) -> None
     torch.manual_seed(0)
     folder(root, tmp_path / "p", channels=1, num_workers=2)
     assert packs_in(tmp_path / "p") and torch.equal(torch.rand(3), expected)
+
+
+def test_eval_refuses_data_data_dir_for_data_without_a_folder(tmp_path: Path, make_cfg) -> None:
+    """digits is bundled: there is no folder to move, so data.data_dir= is a mistake, said in one line."""
+    from ganforge.evaluate import evaluate
+    from ganforge.train import train
+    from tests.conftest import compose_train
+
+    _, where = train(make_cfg("metrics=none", "max_g_steps=1"))
+    cfg = compose_train(
+        [f"ckpt_path={where['last checkpoint']}", f"data.data_dir={tmp_path}"],
+        tmp_path / "eval",
+        config="eval",
+    )
+    with pytest.raises(
+        GanforgeError, match=r"\(DigitsDataModule\) is bundled or generated .*; drop data\.data_dir$"
+    ):
+        evaluate(cfg)

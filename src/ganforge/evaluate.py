@@ -30,8 +30,15 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             raise GanforgeError("data_dir= is the old name of data.data_dir=: pass only data.data_dir")
         log.warning("eval.py data_dir= is deprecated: it is data.data_dir=, as in train.py")
         data_dir = cfg.data_dir
+    stored_data = stored_config(checkpoint).get("data") or {}
+    if data_dir and "data_dir" not in stored_data:
+        data_class = str(stored_data.get("_target_")).rsplit(".")[-1]
+        raise GanforgeError(
+            f"data.data_dir={data_dir}: this checkpoint's data ({data_class}) is bundled or generated and "
+            "has no folder to move; drop data.data_dir"
+        )
     moved = {"data_dir": data_dir} if data_dir else {}
-    if (stored_config(checkpoint).get("data") or {}).get("pack"):  # this machine's packs, not the trainer's
+    if stored_data.get("pack"):  # this machine's packs, not the trainer's
         moved["pack_dir"] = str(Path(cfg.paths.cache_dir) / "packs")
     datamodule = build_stored(checkpoint, "data", cfg.ckpt_path, moved)
     datamodule.prepare_data()
