@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -71,16 +72,25 @@ def write_job(
                 writer.writerow([setting.split()[0], setting, "", 10 * size, 0, seed, a + 0.01 * seed])
 
 
-def test_report_writes_the_table_the_gan_quality_and_the_plot(tmp_path: Path) -> None:
+def test_report_writes_the_table_the_gan_quality_and_the_plot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     for job, (size, gan_seed) in enumerate([(5, 0), (5, 1), (10, 0), (10, 1)]):
         accuracy = {"real": 0.5 + size / 100, "mixed x1": 0.52 + size / 100}
         more = {"mifid": 3.0} if size == 10 else None  # a metric added after the size-5 jobs ran
         write_job(tmp_path / str(job), size, gan_seed, accuracy, more)
-    files = report(tmp_path)
+    # a GAN that recorded no quality (a job restarted after its training, before the callback kept it)
+    write_job(tmp_path / "4", 10, 2, {"real": 0.6, "mixed x1": 0.62})
+    (tmp_path / "4" / "augment" / "gan.json").write_text(
+        json.dumps({"real per class": 10, "gan seed": 2, "quality": {}})
+    )
+    with caplog.at_level(logging.WARNING, logger="ganforge.scarcity"):
+        files = report(tmp_path)
+    assert caplog.messages == ["the GAN of seed 2 at 10 per class recorded no sample quality"]
     assert files is not None
     rows = list(csv.DictReader(files["scarcity table"].open()))
     assert [(r["real per class"], r["setting"], r["pairs"]) for r in rows] == [
-        ("5", "real", "4"), ("5", "mixed x1", "4"), ("10", "real", "4"), ("10", "mixed x1", "4"),
+        ("5", "real", "4"), ("5", "mixed x1", "4"), ("10", "real", "6"), ("10", "mixed x1", "6"),
     ]  # fmt: skip
     quality = list(csv.DictReader(files["GAN quality"].open()))
     assert [(q["real per class"], q["gan seeds"], float(q["fid"]), q["mifid"]) for q in quality] == [

@@ -105,7 +105,13 @@ def gan_quality(gans: list[Row]) -> list[Row]:
     for gan in gans:
         by_size[gan["real per class"]].append(gan)
     rows = []
-    for size, runs in sorted(by_size.items()):
+    for size, all_runs in sorted(by_size.items()):
+        runs = [r for r in all_runs if r["quality"]]
+        for r in all_runs:
+            if not r["quality"]:
+                log.warning(
+                    "the GAN of seed %s at %d per class recorded no sample quality", r["gan seed"], size
+                )
         keys = sorted({k for r in runs for k in r["quality"]})
         rows.append({"real per class": size, "gan seeds": len(runs)} | {
             k: statistics.fmean(r["quality"][k] for r in runs if k in r["quality"]) for k in keys
