@@ -131,6 +131,53 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
     assert torch.load(last, **LOADS)["gan_steps"]["g_step"] == g_step + 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("reaches", "signum", "code"),
+    [("the process group", signal.SIGINT, 130), ("rank 1", signal.SIGTERM, 143)],
+)
+def test_a_signal_stops_every_ddp_rank_at_one_batch(
+    tmp_path: Path, reaches: str, signum: int, code: int
+) -> None:
+    """Ctrl-C in a terminal signals the whole process group; `kill <pid>` one rank. A collective run
+    from a signal handler (Lightning's SIGTERM handler broadcasts) hung both for minutes; a rank that
+    stopped a batch before the other would leave it waiting in the next batch's collective."""
+    import psutil
+
+    args = [
+        f"paths.log_dir={tmp_path / 'logs'}", "model=mlp", *SMALL_NETWORKS["mlp"], "trainer=ddp_sim",
+        "data.image_size=16", "data.batch_size=16", "max_g_steps=100000", "metrics=none", "logger=csv",
+        "extras.print_config=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=2",
+        "callbacks.model_checkpoint.last_every_n_g_steps=5", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file():  # both ranks are training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    if reaches == "rank 1":
+        (rank_1,) = psutil.Process(proc.pid).children()
+        rank_1.send_signal(signum)
+    else:
+        os.killpg(proc.pid, signum)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"the ranks hang after {signal.Signals(signum).name} to {reaches}")
+    assert proc.returncode == code, stderr[-3000:]
+    (message,) = error_lines(stderr)  # rank 0 says it for every rank
+    assert message.startswith(f"error: {signal.Signals(signum).name}: stopped at g_step ")
+    g_step = int(message.split("g_step ")[1].split(",")[0])
+    assert torch.load(last, **LOADS)["gan_steps"]["g_step"] == g_step
+    assert '"status": "interrupted"' in (tmp_path / "run" / "job.json").read_text()
+
+
 # 3. A diverging run never poisons a checkpoint ---------------------------------------------------
 
 

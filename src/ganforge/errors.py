@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf.errors import MissingMandatoryValue
 
 
@@ -42,7 +43,9 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except GanforgeError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if not (isinstance(err, Interrupted) and rank_zero_only.rank != 0):  # every rank stops alike
+            sys.stderr.write(f"error: {err}\n")  # one write: the lines of several ranks do not interleave
+            sys.stderr.flush()
         raise SystemExit(err.exit_code) from None
     except MissingMandatoryValue as err:
         raise SystemExit(f"error: {err.full_key} is required; pass {err.full_key}=<value>") from None
