@@ -39,6 +39,7 @@ from ganforge.checkpoint_layout import GRAD_SCALERS, RNG, STEPS
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
+from ganforge.resume import apply_optimizer_settings, fit_ema_state
 from ganforge.rng import rng_states, set_rng_states
 from ganforge.sampling import NoiseSampler
 
@@ -394,6 +395,15 @@ class GANLitModule(LightningModule):
             raise GanforgeError(f"checkpoint has no '{STEPS}': it was not written by ganforge's GANLitModule")
         self.g_step, self.d_step = steps["g_step"], steps["d_step"]
         self._resumed_rng = checkpoint.get(RNG)
+        # what this run's config says wins over the checkpoint's (ganforge.resume says which and why)
+        apply_optimizer_settings(
+            checkpoint, [self.optimizer_g, self.optimizer_d], [self.scheduler_g, self.scheduler_d]
+        )
+        fit_ema_state(checkpoint["state_dict"], self.generator_ema is not None)
+        for name in ("fixed_noise", "fixed_labels"):  # a new num_fixed_samples: a new grid
+            stored = checkpoint["state_dict"].get(name)
+            if stored is not None and stored.shape != getattr(self, name, stored).shape:
+                checkpoint["state_dict"][name] = getattr(self, name)
         # restored after `setup` made this run's scalers; a run resumed at another precision has none
         for name, state in checkpoint.get(GRAD_SCALERS, {}).items():
             if name in self._grad_scalers:

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ganforge import cluster
 from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
@@ -30,7 +30,7 @@ from ganforge.callbacks.sample_grid import SampleGrid
 from ganforge.callbacks.store_config import StoreConfig
 from ganforge.checkpoint import load_checkpoint, stored_config
 from ganforge.checkpoint_io import SafeCheckpointIO
-from ganforge.checkpoint_layout import DIRECTORY, LAST, find_checkpoint, newest_checkpoint
+from ganforge.checkpoint_layout import DIRECTORY, LAST, STEPS, find_checkpoint, newest_checkpoint
 from ganforge.checks import check_batch_fits, check_train_config, device_count
 from ganforge.config import (
     instantiate,
@@ -40,6 +40,7 @@ from ganforge.config import (
 from ganforge.errors import GanforgeError, Interrupted, Requeued, TrainingDiverged, one_line_errors
 from ganforge.gan_module import GANLitModule
 from ganforge.metrics.features import ensure_inception_weights
+from ganforge.resume import check_resume, resumed_max_steps
 from ganforge.sweep import in_multirun, write_job_record
 from ganforge.synthesize import check_synthesize, synthesize
 from ganforge.tracking import check_logger_config, finish, log_run_metadata
@@ -160,19 +161,6 @@ def resume_from(cfg: DictConfig) -> str | None:
     return str(value)
 
 
-def check_resume(ckpt_path: str, cfg: DictConfig) -> None:
-    """Fail early, and readably, when a checkpoint cannot continue this config."""
-    stored = stored_config(load_checkpoint(ckpt_path))
-    current = OmegaConf.to_container(cfg.model, resolve=True)
-    for net in ("generator", "discriminator"):
-        before = OmegaConf.to_container(stored.model[net])
-        if before != current[net]:
-            raise GanforgeError(
-                f"ckpt_path={ckpt_path} holds a different model.{net} ({before}); "
-                "resume with the model and data overrides the checkpoint was trained with"
-            )
-
-
 def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
     """Where the checkpoint, the sample grids and the metrics went."""
     where = {"run directory": str(cfg.paths.output_dir)}
@@ -241,7 +229,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         log.info("using %d CPU thread(s): the CPUs this job was given", threads)
     ckpt_path = resume_from(cfg)
     if ckpt_path:
-        check_resume(ckpt_path, cfg)
+        checkpoint = load_checkpoint(ckpt_path)
+        check_resume(ckpt_path, stored_config(checkpoint), checkpoint[STEPS]["g_step"], cfg)
+        if cfg.get("max_g_steps") is not None:  # the budget in generator steps, whatever d_steps_per_g was
+            cfg.trainer.max_steps = resumed_max_steps(checkpoint, cfg.max_g_steps, cfg.model.d_steps_per_g)
+        del checkpoint
     cluster.check_launcher(cfg.trainer)
     if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
         raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
