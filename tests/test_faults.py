@@ -285,6 +285,37 @@ def test_resume_is_bitwise_equal_to_a_straight_run(make_cfg, stop: int) -> None:
     assert after and all(after[step] == before[step] for step in after)  # losses, epoch, g_step
 
 
+@pytest.mark.slow
+def test_a_second_run_in_a_run_directory_in_use_is_refused(tmp_path: Path, run_cli) -> None:
+    """Two runs given one hydra.run.dir wrote every step twice into one metrics.csv and overwrote
+    each other's checkpoints and .hydra files; a run killed with -9 must not lock its directory."""
+    run_dir = tmp_path / "same"
+    args = [
+        f"paths.log_dir={tmp_path / 'logs'}", "model=mlp", *SMALL_NETWORKS["mlp"], "data.image_size=16",
+        "max_g_steps=100000", "metrics=none", "logger=csv", "extras.print_config=false",
+        "callbacks.model_checkpoint.last_every_n_g_steps=5", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "seed=1"], cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        second = run_cli([*args, "seed=2", "max_g_steps=2"])
+        assert second.returncode == 1
+        (message,) = error_lines(second.stderr)
+        assert message.startswith(f"error: {run_dir} is the run directory of a run still in progress (pid ")
+        assert f"pid {first.pid} on " in message and message.endswith("give this run its own hydra.run.dir")
+        assert "seed=1" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # nothing of the second
+    finally:
+        first.kill()  # SIGKILL: the lock goes with the process
+        first.wait()
+    started_again = run_cli([*args, "seed=1", "max_g_steps=1"])  # the run's own restart is not refused
+    assert started_again.returncode == 0, started_again.stderr[-2000:]
+    assert f"{run_dir} already holds" in started_again.stdout
+
+
 # 5. Checkpoint writes are atomic -----------------------------------------------------------------
 
 

@@ -76,7 +76,8 @@ def data_option(cfg: DictConfig, target: str) -> str:
 
 def check_resume(ckpt_path: str, stored: DictConfig, g_step: int, cfg: DictConfig) -> None:
     """Refuse what cannot continue `stored` (the checkpoint's config, at `g_step`), say what is
-    applied and warn about what changes the run."""
+    applied and warn about what changes the run. A run started again in its own directory (a
+    requeued job, a synthesize chain restarted after training) may have reached its budget."""
     refusal = (
         "; resume with the settings the checkpoint was trained with, or start a new run without ckpt_path"
     )
@@ -109,7 +110,8 @@ def check_resume(ckpt_path: str, stored: DictConfig, g_step: int, cfg: DictConfi
             f"checkpoint's data ({', '.join(stored_data)}), or start a new run without ckpt_path"
         )
     max_g_steps = cfg.get("max_g_steps")
-    if max_g_steps is not None and max_g_steps <= g_step:
+    restart = Path(ckpt_path).resolve().parent.parent == Path(cfg.paths.output_dir).resolve()
+    if max_g_steps is not None and max_g_steps <= g_step and not restart:
         raise GanforgeError(
             f"ckpt_path={ckpt_path} has trained {g_step} generator steps already, max_g_steps={max_g_steps}: "
             f"nothing to train; pass max_g_steps above {g_step} to continue it"
