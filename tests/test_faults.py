@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 from PIL import Image
 from torch.utils.data import TensorDataset
 
@@ -29,7 +30,7 @@ from ganforge.checkpoint_io import SafeCheckpointIO
 from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.train import train
-from tests.conftest import FAST, ROOT, SMALL_NETWORKS, compose_train, write_shapes
+from tests.conftest import FAST, ROOT, SMALL_NETWORKS, add_callback, compose_train, write_shapes
 
 LOADS = {"map_location": "cpu", "weights_only": True}
 
@@ -473,3 +474,43 @@ def test_in_memory_auto_is_sized_from_available_memory(monkeypatch) -> None:
     monkeypatch.setattr(files, "available_memory", lambda: 8 * 1024**3)
     assert files.in_memory_limit(world_size=1) == 2 * 1024**3
     assert files.in_memory_limit(world_size=4) == 512 * 1024**2
+
+
+class KillsTheLoader(Callback):
+    """What torch raises in the training loop when a loader worker is killed (the out-of-memory killer)."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if pl_module.g_step == 3:
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+
+
+def test_a_loader_worker_killed_during_training_is_one_line(make_cfg) -> None:
+    cfg = add_callback(
+        make_cfg("max_g_steps=10", "metrics=none", "callbacks.model_checkpoint.last_every_n_g_steps=2"),
+        KillsTheLoader,
+    )
+    with pytest.raises(GanforgeError) as raised:
+        train(cfg)
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    assert str(raised.value) == (
+        "a data loading process died at g_step 3 (DataLoader worker (pid 4242) is killed by signal: "
+        "Killed.); if memory ran out, lower data.num_workers or data.batch_size; "
+        f"resume with ckpt_path={last}"
+    )
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_whose_newest_checkpoint_is_truncated_names_the_newest_good_one(make_cfg) -> None:
+    first = make_cfg("metrics=none", "callbacks.model_checkpoint.every_n_g_steps=2", run="logs/train/runs/a")
+    train(first)
+    folder = Path(first.paths.output_dir, "checkpoints")
+    last = folder / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    cfg = make_cfg("metrics=none", "max_g_steps=6", "ckpt_path=last", run="logs/train/runs/b")
+    good = folder / "g_step_0000004.ckpt"
+    with pytest.raises(GanforgeError) as raised:
+        train(cfg)
+    assert str(raised.value) == (
+        f"ckpt_path={last} is not a readable checkpoint (RuntimeError); the newest checkpoint that loads "
+        f"is {good}: pass ckpt_path={good}"
+    )

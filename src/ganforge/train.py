@@ -37,11 +37,12 @@ from ganforge.config import (
     instantiate_group,
     print_config_tree,
 )
+from ganforge.datamodules.pack import died
 from ganforge.errors import GanforgeError, Interrupted, Requeued, TrainingDiverged, one_line_errors
 from ganforge.gan_module import GANLitModule
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.resume import check_resume, resumed_max_steps
-from ganforge.sweep import in_multirun, write_job_record
+from ganforge.sweep import BASIC_SWEEPER, in_multirun, rerun_command, write_job_record
 from ganforge.synthesize import check_synthesize, synthesize
 from ganforge.tracking import check_logger_config, finish, log_run_metadata
 
@@ -161,6 +162,31 @@ def resume_from(cfg: DictConfig) -> str | None:
     return str(value)
 
 
+def load_resumable(ckpt_path: str, cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint to continue from; a damaged one (truncated by a full disk or a copy cut short)
+    is refused with the newest checkpoint beside it (or, for ckpt_path=last, in any run) that loads."""
+    try:
+        return load_checkpoint(ckpt_path)
+    except GanforgeError as err:
+        damaged = Path(ckpt_path)
+        if not damaged.is_file():
+            raise
+        folders = {damaged.parent}
+        if str(cfg.get("ckpt_path")) == "last":
+            task_dir = Path(cfg.paths.log_dir) / cfg.task_name
+            folders |= {d / DIRECTORY for d in (*task_dir.glob("runs/*"), *task_dir.glob("multiruns/*/*"))}
+        others = [c for f in folders for c in f.glob("*.ckpt") if c != damaged]
+        for candidate in sorted(others, key=lambda c: c.stat().st_mtime, reverse=True):
+            try:
+                load_checkpoint(candidate)
+            except GanforgeError:
+                continue
+            own = damaged.parent.parent.resolve() == Path(cfg.paths.output_dir).resolve()
+            fix = f"move {damaged} aside to continue from it" if own else f"pass ckpt_path={candidate}"
+            raise GanforgeError(f"{err}; the newest checkpoint that loads is {candidate}: {fix}") from None
+        raise
+
+
 def report(trainer: L.Trainer, cfg: DictConfig) -> dict[str, str]:
     """Where the checkpoint, the sample grids and the metrics went."""
     where = {"run directory": str(cfg.paths.output_dir)}
@@ -194,10 +220,14 @@ def interrupted(signum: int, model: GANLitModule, saved: str | Path | None) -> I
     name = signal.Signals(signum).name
     if saved is None:
         return Interrupted(f"{name} at g_step {model.g_step}; no checkpoint (checkpointing is off)", signum)
-    command = shlex.join(["python", "train.py", *resume_overrides(), f"ckpt_path={saved}"])
-    return Interrupted(
-        f"{name}: stopped at g_step {model.g_step}, saved {saved}; resume with: {command}", signum
-    )
+    hydra = HydraConfig.get() if in_multirun() else None
+    if hydra is not None and hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        how = "the sweep's last line says how to continue it"  # a search's trial: its study continues
+    elif hydra is not None:  # a grid job: -m and the sweep's hydra overrides (the same launcher)
+        how = f"resume with: {rerun_command(hydra, resume_overrides(), Path(saved))}"
+    else:
+        how = "resume with: " + shlex.join(["python", "train.py", *resume_overrides(), f"ckpt_path={saved}"])
+    return Interrupted(f"{name}: stopped at g_step {model.g_step}, saved {saved}; {how}", signum)
 
 
 def resume_overrides() -> list[str]:
@@ -229,7 +259,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         log.info("using %d CPU thread(s): the CPUs this job was given", threads)
     ckpt_path = resume_from(cfg)
     if ckpt_path:
-        checkpoint = load_checkpoint(ckpt_path)
+        checkpoint = load_resumable(ckpt_path, cfg)
         check_resume(ckpt_path, stored_config(checkpoint), checkpoint[STEPS]["g_step"], cfg)
         if cfg.get("max_g_steps") is not None:  # the budget in generator steps, whatever d_steps_per_g was
             cfg.trainer.max_steps = resumed_max_steps(checkpoint, cfg.max_g_steps, cfg.model.d_steps_per_g)
@@ -287,6 +317,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
             and interrupt.progressed(model)
         )
         finish(trainer, failed=True, preempted=requeue)  # the W&B run shows as failed, not finished
+        if died(err):
+            resume = f"resume with ckpt_path={last_good}" if last_good else "no checkpoint was written"
+            raise GanforgeError(
+                f"a data loading process died at g_step {model.g_step} ({' '.join(str(err).split())}); "
+                f"if memory ran out, lower data.num_workers or data.batch_size; {resume}"
+            ) from err
         if isinstance(err, TrainingDiverged):
             fallback = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written"
             raise TrainingDiverged(f"{err}; {fallback}") from None
