@@ -10,6 +10,7 @@ reports test accuracy on the real test set over several seeds.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import statistics
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from ganforge import downstream, synthetic_dataset
+from ganforge.atomic import atomic_write_text
 from ganforge.checkpoint import pick_device
 from ganforge.config import instantiate
 from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels, resize_uint8
@@ -112,7 +114,6 @@ def summarise(results: list[Result]) -> list[Result]:
 
 
 def save(results: list[Result], summary: list[Result], out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     return [
         write_csv(rows, out_dir / name) for name, rows in (("results.csv", results), ("summary.csv", summary))
     ]
@@ -120,13 +121,14 @@ def save(results: list[Result], summary: list[Result], out_dir: Path) -> list[Pa
 
 def write_csv(rows: list[Result], path: Path) -> Path:
     """Every column any row has, in the order they first appear; a row without one leaves it empty
-    (e.g. a GAN measured before a metric existed, beside one measured after)."""
+    (e.g. a GAN measured before a metric existed, beside one measured after). Written atomically: a
+    full disk or a read-only folder ends in one line and leaves no empty or half file."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(text.getvalue(), path, "paths.log_dir")
 
 
 def print_table(summary: list[Result], title: str) -> None:

@@ -8,6 +8,8 @@ losses, augmentations, data modules and module, and torch's optimisers and sched
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,38 @@ def build_stored(
     return instantiate(OmegaConf.create(node | (overrides or {})))
 
 
+def check_size(checkpoint: dict[str, Any], ckpt_path: str | Path) -> None:
+    """Refuse, before anything is allocated, a stored model config that builds more values than the
+    checkpoint's weights hold: a 28 MB file whose config asks for hidden_dims=[100000,100000] would
+    otherwise take 40 GB before load_state_dict could object. The config is built on the meta device
+    (shapes, no memory; its fixed noise, drawn on the CPU, is built empty there and counted by rows).
+    The weights count by the data behind them (each storage once, in its own dtype), so stride-0 views
+    claiming any shape hold next to nothing."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise GanforgeError(f"{ckpt_path} holds no weights; pass a checkpoint written by train.py")
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() // t.element_size()
+        for t in state.values()
+    }
+    held = sum(storages.values())
+    with torch.device("meta"):
+        model = build_stored(checkpoint, "model", ckpt_path, {"num_fixed_samples": 0})
+    rows = stored_config(checkpoint).model.get("num_fixed_samples", 0)  # absent: the module's small default
+    if not isinstance(rows, int) or rows < 0:
+        raise GanforgeError(
+            f"{ckpt_path}: its model.num_fixed_samples={rows!r} is not a count; it was altered"
+        )
+    tensors = itertools.chain(model.parameters(), model.buffers())  # shared ones once, as in the file
+    needed = sum(t.numel() or rows * math.prod(t.shape[1:]) for t in tensors)
+    if needed > held:
+        raise GanforgeError(
+            f"refusing {ckpt_path}: its stored model config builds {needed:,} weights, but it holds "
+            f"{held:,}; the config was altered or belongs to other weights, so nothing was built: use a "
+            "checkpoint as train.py wrote it"
+        )
+
+
 def pick_device(name: str) -> torch.device:
     """Where a loaded model runs (`device=` of eval.py, generate.py, augment.py): auto, cpu, cuda[:N]."""
     if name == "auto":
@@ -112,7 +146,15 @@ def load_model(
     checkpoint: dict[str, Any], device: torch.device, ckpt_path: str | Path = "the checkpoint"
 ) -> GANLitModule:
     """The trained GANLitModule, rebuilt from the checkpoint's own config, in eval mode on `device`."""
+    check_size(checkpoint, ckpt_path)
     model = build_stored(checkpoint, "model", ckpt_path)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:  # missing, unexpected or differently shaped weights
+        reason = str(err).splitlines()[-1].strip()
+        raise GanforgeError(
+            f"{ckpt_path} holds weights its stored model config does not build ({reason}); the file was "
+            "altered or damaged: use a checkpoint as train.py wrote it"
+        ) from err
     model.g_step = checkpoint[STEPS]["g_step"]
     return model.to(device).eval()

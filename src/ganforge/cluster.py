@@ -6,6 +6,9 @@
   signal`, USR1 by default) before it kills the job. Training stops after the batch in progress, writes
   `last.ckpt`, and the job requeues itself; the requeued job runs in the same run directory, finds that
   checkpoint there and continues (ganforge.checkpoint_layout.find_checkpoint).
+- A job stopped otherwise (`scancel`, SIGTERM, Ctrl-C) saves and ends the sweep, as in a local multirun:
+  the launcher waits for the other jobs, writes summary.csv and ends in one line that names the stopped
+  jobs, their checkpoints and the command that continues them.
 
 Lightning's own SLURM requeue is switched off: it saves from inside the signal handler, which can fall
 between the discriminator and the generator update, and such a checkpoint does not resume exactly.
@@ -18,14 +21,19 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ganforge.errors import GanforgeError
+from ganforge.checkpoint_layout import find_checkpoint
+from ganforge.errors import GanforgeError, Interrupted, Requeued
+from ganforge.sweep import how_to_continue, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +159,68 @@ def requeue(job_id: str, run_dir: str) -> None:
             f"the same overrides with ckpt_path={run_dir} to continue"
         ) from None
     log.info("requeued SLURM job %s", job_id)
+
+
+def stopped_job(stop: SystemExit, overrides: Sequence[str]) -> JobReturn:
+    """What a submitit job whose training was stopped (`scancel`, SIGTERM, Ctrl-C) returns to the
+    launcher: a failed job holding the exit, and its id. submitit keeps a result only when the function
+    returns; a job that exits leaves the launcher with submitit's UncompletedJobError, a traceback that
+    ends it before it has waited for the other jobs. A job stopped to be requeued has no result yet: it
+    exits, and its next start gives the result."""
+    import submitit
+
+    if isinstance(stop.__context__, Requeued):  # one_line_errors exits while handling the error
+        raise stop
+    return JobReturn(
+        overrides=list(overrides),
+        hydra_cfg=OmegaConf.create({"hydra": {"job": {"id": submitit.JobEnvironment().job_id}}}),
+        status=JobStatus.FAILED,
+        _return_value=stop,
+    )
+
+
+def exit_of(job: JobReturn) -> SystemExit | None:
+    """The exit a stopped job returned (stopped_job); None for any other result. Read from the field:
+    the `return_value` of a failed job prints Hydra's "Error executing job" and raises."""
+    stop = job._return_value if job.status is JobStatus.FAILED else None
+    return stop if isinstance(stop, SystemExit) else None
+
+
+def launched(
+    launch: Callable[[], Sequence[JobReturn]], config: DictConfig, first_job: int
+) -> Sequence[JobReturn]:
+    """The submitit launcher's `launch`, ended in one line when one of its jobs did not finish: the jobs
+    whose training was stopped, once every job has ended; or the first job that ended without a result
+    (killed, out of memory, cancelled before it started), while the others go on. summary.csv holds
+    the jobs that ended."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    sweep_dir = Path(config.hydra.sweep.dir)
+    try:
+        returns = launch()
+    except FailedJobError:  # raised outside training: a bug, whose traceback is the report
+        raise
+    except UncompletedJobError as err:
+        summary, _ = write_summary(sweep_dir)
+        what = " ".join(str(err).splitlines()[:2])
+        raise GanforgeError(
+            f"{what}; the sweep's other jobs go on without this launcher, each writes its job.json; "
+            f"summary of the jobs that ended: {summary}"
+        ) from None
+    stopped = [(num, job, stop) for num, job in enumerate(returns, first_job) if (stop := exit_of(job))]
+    if not stopped:
+        return returns
+    summary, records = write_summary(sweep_dir)
+    run_dirs = {r["job"]: r["run_dir"] for r in records}
+    kind = "SLURM job" if config.hydra.launcher.get("_target_") == SUBMITIT_SLURM else "submitit job"
+    jobs, resume = [], []
+    for num, job, _ in stopped:
+        ckpt = find_checkpoint(run_dirs[num]) if num in run_dirs else None
+        saved = f"saved {ckpt}" if ckpt else "no checkpoint"
+        jobs.append(f"sweep job {num} ({kind} {job.hydra_cfg.hydra.job.id}, {saved})")
+        resume.append((job.overrides, ckpt))
+    message = f"stopped {', '.join(jobs)}; summary: {summary}; {how_to_continue(config, resume)}"
+    code = stopped[0][2].code
+    if isinstance(code, int) and code > 128:  # 128 + the signal, as training exits (ganforge.errors)
+        raise Interrupted(f"{signal.Signals(code - 128).name}: {message}", code - 128)
+    raise GanforgeError(message)

@@ -10,6 +10,7 @@ import rich
 import rich.table
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge.atomic import StopSignals
 from ganforge.checkpoint import load_checkpoint, load_model, pick_device, stored_config
 from ganforge.errors import one_line_errors
 from ganforge.synthetic_dataset import class_counts, export, file_sha256
@@ -23,27 +24,29 @@ def export_checkpoint(
     ckpt_path: str | Path, out_dir: str | Path, settings: dict[str, Any], overwrite: bool, device: str
 ) -> dict[str, Any]:
     """Write the samples `settings` ask for (num_samples, counts, seed, format, batch_size) from the
-    checkpoint's sampling generator to `out_dir`; returns the manifest."""
-    checkpoint = load_checkpoint(ckpt_path)
-    model = load_model(checkpoint, pick_device(device), ckpt_path)
-    counts = class_counts(settings["num_samples"], model.num_classes, settings["counts"])
-    ckpt = Path(ckpt_path).resolve()
-    provenance = {
-        "checkpoint": {
-            "path": str(ckpt),
-            "sha256": file_sha256(ckpt),
-            "generator step": model.g_step,
-            "generator": "EMA weights"
-            if model.sampling_generator is not model.generator
-            else "trained weights",
-        },
-        "export_settings": settings,
-        "training_config": OmegaConf.to_container(stored_config(checkpoint), resolve=True),
-    }
-    return export(
-        model, Path(out_dir), counts, settings["seed"], settings["batch_size"], settings["format"], overwrite,
-        provenance,
-    )  # fmt: skip
+    checkpoint's sampling generator to `out_dir`; returns the manifest. Ctrl-C and SIGTERM end it in
+    one line (exit code 130, 143), here and while export() writes."""
+    with StopSignals(f"stopped before writing anything to {out_dir}").active():
+        checkpoint = load_checkpoint(ckpt_path)
+        model = load_model(checkpoint, pick_device(device), ckpt_path)
+        counts = class_counts(settings["num_samples"], model.num_classes, settings["counts"])
+        ckpt = Path(ckpt_path).resolve()
+        provenance = {
+            "checkpoint": {
+                "path": str(ckpt),
+                "sha256": file_sha256(ckpt),
+                "generator step": model.g_step,
+                "generator": "EMA weights"
+                if model.sampling_generator is not model.generator
+                else "trained weights",
+            },
+            "export_settings": settings,
+            "training_config": OmegaConf.to_container(stored_config(checkpoint), resolve=True),
+        }
+        return export(  # which says what a signal left while it writes
+            model, Path(out_dir), counts, settings["seed"], settings["batch_size"], settings["format"],
+            overwrite, provenance,
+        )  # fmt: skip
 
 
 def print_summary(manifest: dict[str, Any], out_dir: str) -> None:

@@ -2,7 +2,8 @@
 
 Every job writes `job.json` in its run directory (status, optimized metric, steps, overrides), also
 when it fails. `SweepSummary` (a Hydra callback) gathers them into `<sweep dir>/summary.csv` and
-prints the table, so a sweep's outcome is readable without opening every run.
+prints the table, so a sweep's outcome is readable without opening every run. A sweep that stops
+early (a job interrupted, a SLURM job cancelled) writes summary.csv too, and says how to continue.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import csv
 import json
 import logging
 import math
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,10 @@ log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 COLUMNS = ("job", "status", "metric", "value", "g_step", "overrides", "run_dir", "error")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# hydra.mode=MULTIRUN is the -m; jobs numbered from 0 again in a used sweep directory would continue
+# other jobs' checkpoints (a run directory's own checkpoint wins over ckpt_path), so a rerun gets its own
+NOT_RERUN = ("hydra.mode=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
 
 
 def in_multirun() -> bool:
@@ -94,3 +101,22 @@ class SweepSummary(Callback):
             return
         path, records = write_summary(sweep_dir)
         print_summary(records, path)
+
+
+def rerun_command(hydra: DictConfig, task: Sequence[str], ckpt: Path | None = None) -> str:
+    """`python train.py -m ...`: the task overrides `task` run as this sweep ran its jobs, with the
+    hydra overrides the user gave (launcher, search path, ...); from `ckpt` when given."""
+    kept = [o for o in (*hydra.overrides.hydra, *task) if not o.startswith(NOT_RERUN)]
+    if ckpt is not None:
+        kept = [*(o for o in kept if not o.startswith("ckpt_path=")), f"ckpt_path={ckpt}"]
+    return shlex.join(["python", "train.py", "-m", *kept])
+
+
+def how_to_continue(config: DictConfig, stopped: Sequence[tuple[Sequence[str], Path | None]]) -> str:
+    """How to continue a sweep whose jobs `stopped` ([(overrides, checkpoint)]) were stopped: a grid
+    reruns each of them from its checkpoint (rerunning the sweep would redo the finished jobs); a search
+    (Optuna) decides its jobs itself, and its own command continues it."""
+    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        return f"continue the sweep with: {rerun_command(config.hydra, config.hydra.overrides.task)}"
+    commands = [rerun_command(config.hydra, task, ckpt) for task, ckpt in stopped]
+    return f"resume with: {' ; '.join(commands)}"

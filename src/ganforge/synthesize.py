@@ -17,7 +17,7 @@ from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
 from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.errors import GanforgeError
 from ganforge.generate import EXPORT_KEYS, export_checkpoint
-from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256
+from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256, not_an_export
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ def check_synthesize(cfg: DictConfig, datamodule: LightningDataModule) -> None:
             "samples have no labels for the downstream classifier"
         )
     out_dir = Path(cfg.synthesize.out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+    reason = not_an_export(out_dir) if out_dir.is_dir() and any(out_dir.iterdir()) else None
+    if reason is not None:
         raise GanforgeError(
-            f"synthesize.out_dir={out_dir} is not empty and holds no export (no {MANIFEST}); "
+            f"synthesize.out_dir={out_dir} is not empty and is not a ganforge export ({reason}); "
             "set synthesize.out_dir to a new folder"
         )
     export, ratios = cfg.synthesize.export, cfg.synthesize.downstream.ratios
@@ -70,12 +71,12 @@ def trained_checkpoint(trainer: Trainer, which: str) -> Path:
 
 
 def earlier_export(out_dir: Path, ckpt: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of a complete export of the same checkpoint with the same settings in `out_dir`
-    (exports are renamed into place whole), else None; anything else there is refused by the export."""
-    path = out_dir / MANIFEST
-    if not path.is_file():
+    """The manifest of a complete, untouched export of the same checkpoint with the same settings in
+    `out_dir` (exports are renamed into place whole), else None; anything else there is refused by the
+    export."""
+    if not out_dir.is_dir() or not_an_export(out_dir) is not None:
         return None
-    manifest = json.loads(path.read_text())
+    manifest = json.loads((out_dir / MANIFEST).read_text())
     same_checkpoint = manifest.get("checkpoint", {}).get("sha256") == file_sha256(ckpt.resolve())
     return manifest if same_checkpoint and manifest.get("export_settings") == settings else None
 
@@ -97,10 +98,16 @@ def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> 
     wanted = {k: export[k] for k in EXPORT_KEYS}
     manifest = earlier_export(out_dir, ckpt, wanted)
     if manifest is None and out_dir.is_dir() and any(out_dir.iterdir()):
+        reason = not_an_export(out_dir)
+        what = (
+            "holds an export of another checkpoint or with other export settings"
+            if reason is None
+            else f"is not a ganforge export ({reason})"
+        )
         raise GanforgeError(
-            f"synthesize.out_dir={out_dir} holds an export of another checkpoint or with other export "
-            "settings (from before this job started again, or changed since); move it away, or set "
-            "synthesize.out_dir to a new folder, and run again: training is done and will not repeat"
+            f"synthesize.out_dir={out_dir} {what}, from before this job started again or changed since; "
+            "move it away, or set synthesize.out_dir to a new folder, and run again: training is done and "
+            "will not repeat"
         )
     if manifest is None:
         manifest = export_checkpoint(ckpt, out_dir, wanted, False, settings.device)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
 import os
-import shutil
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
-from torchvision.datasets import ImageFolder
 
+from ganforge.atomic import staged_dir
 from ganforge.datamodules.base import to_uint8
+from ganforge.datamodules.image_file import UNREADABLE, describe, read_image
+from ganforge.datamodules.tree import image_tree
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
 from ganforge.sampling import NoiseSampler
@@ -35,6 +37,7 @@ MANIFEST = "manifest.json"
 NPZ_FILE = "samples.npz"
 UNLABELLED = "unlabelled"
 FORMATS = ("png", "npz")
+MANIFEST_KEYS = ("format", "num_samples", "counts", "classes", "image", "seed", "created")  # export() writes
 
 
 def class_counts(num_samples: int | None, num_classes: int | None, counts: Any = None) -> list[int]:
@@ -105,7 +108,8 @@ def file_sha256(path: Path) -> str:
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to write into anything but an empty or new folder, or (asked to) a previous export."""
+    """Refuse to write into anything but an empty or new folder, or (asked to) a previous export that
+    nothing was added to or taken from (`not_an_export`)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise GanforgeError(f"out_dir={out_dir} is a file; choose a folder")
     if not out_dir.exists() or not any(out_dir.iterdir()):
@@ -115,11 +119,67 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             f"out_dir={out_dir} is not empty; choose a new folder, or pass overwrite=true to replace "
             "a previous export"
         )
-    if not (out_dir / MANIFEST).is_file():
+    reason = not_an_export(out_dir)
+    if reason is not None:
         raise GanforgeError(
-            f"out_dir={out_dir} is not empty and is not a ganforge export (no {MANIFEST}); overwrite=true "
-            "only replaces previous exports, so choose another folder"
+            f"out_dir={out_dir} is not empty and is not a ganforge export ({reason}); overwrite=true only "
+            "replaces an untouched previous export, so choose another folder"
         )
+
+
+def not_an_export(folder: Path) -> str | None:
+    """Why `folder` is not an untouched ganforge export, None when it is one: a manifest.json with the
+    keys export() writes, and exactly the files that manifest implies, nothing else. Only such a folder
+    may be replaced or reused; a user's folder that merely holds a manifest.json is not one."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"no {MANIFEST}"
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return f"its {MANIFEST} is not readable JSON"
+    if not isinstance(manifest, dict) or not set(MANIFEST_KEYS) <= manifest.keys():
+        return f"its {MANIFEST} is not one generate.py writes"
+    counts = manifest["counts"]
+    if (
+        manifest["format"] not in FORMATS
+        or not isinstance(counts, dict)
+        or not all(isinstance(n, int) and n >= 0 for n in counts.values())
+        or sum(counts.values()) != manifest["num_samples"]
+    ):
+        return f"its {MANIFEST} does not describe an export (format, counts, num_samples)"
+    found = {
+        (Path(parent) / name).relative_to(folder).as_posix()
+        for parent, dirs, files in os.walk(folder)
+        for name in dirs + files
+    }
+    # one more than is there is enough to tell: a damaged manifest may claim any number of files
+    expected = set(itertools.islice(export_files(manifest["format"], counts), len(found) + 1))
+    missing = sorted(expected - found)
+    if missing:
+        return f"its {missing[0]} is missing"
+    extra = sorted(found - expected)
+    if extra:
+        return f"it holds {extra[0]}, which is no part of an export"
+    return None
+
+
+def export_files(fmt: str, counts: dict[str, int]) -> Iterator[str]:
+    """The relative paths (files and folders) of an export of this format with these per-class counts."""
+    yield MANIFEST
+    if fmt == "npz":
+        yield NPZ_FILE
+        return
+    num_samples, index = sum(counts.values()), 0
+    for name, n in counts.items():
+        if n:
+            yield name
+        yield from (f"{name}/{_png_name(i, num_samples)}" for i in range(index, index + n))
+        index += n
+
+
+def _png_name(index: int, num_samples: int) -> str:
+    """Sample `index`'s file name, zero-padded so that name order is sample order."""
+    return f"{index:0{len(str(max(num_samples - 1, 0)))}d}.png"
 
 
 def export(
@@ -133,7 +193,8 @@ def export(
     manifest: dict[str, Any],
 ) -> dict[str, Any]:
     """Write the samples and `manifest.json` into `out_dir`. Everything is written to a sibling
-    folder first and moved into place at the end: an interrupted export leaves no half folder."""
+    folder first and moved into place at the end (`atomic.staged_dir`): an export stopped by an error,
+    a full disk, Ctrl-C or SIGTERM leaves no half folder, and `out_dir` as it was."""
     if fmt not in FORMATS:
         raise GanforgeError(f"format={fmt} is not supported; use one of {', '.join(FORMATS)}")
     if batch_size < 1:
@@ -141,10 +202,8 @@ def export(
     check_out_dir(out_dir, overwrite)
     out_dir = out_dir.resolve()
     names = class_names(model.num_classes)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # checked again before replacing it: files may have been put there in the meantime
+    with staged_dir(out_dir, lambda: check_out_dir(out_dir, overwrite), "out_dir") as tmp:
         shape = _write(model, tmp, names, counts, seed, batch_size, fmt)
         manifest = {
             "format": fmt,
@@ -157,15 +216,6 @@ def export(
             **manifest,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -180,20 +230,37 @@ def _write(
 ) -> tuple[int, int, int]:
     batches = samples(model, counts, seed, batch_size)
     if fmt == "npz":
-        images, labels = (torch.cat(parts) for parts in zip(*batches, strict=True))
-        label_array = labels.numpy() if model.conditional else np.full(len(labels), -1)
-        np.savez(folder / NPZ_FILE, images=images.numpy(), labels=label_array.astype(np.int64))
-        return tuple(images.shape[1:])
+        labels = np.repeat(np.arange(len(counts)), counts) if model.conditional else np.full(sum(counts), -1)
+        return _write_npz(folder / NPZ_FILE, batches, labels.astype(np.int64))
     for name, n in zip(names, counts, strict=True):
         if n:
             (folder / name).mkdir()
-    width = len(str(max(sum(counts) - 1, 0)))
-    index, shape = 0, (0, 0, 0)
+    index, shape, total = 0, (0, 0, 0), sum(counts)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PNG encoding releases the GIL
         for images, labels in batches:
-            paths = [folder / names[y] / f"{index + i:0{width}d}.png" for i, y in enumerate(labels.tolist())]
+            paths = [folder / names[y] / _png_name(index + i, total) for i, y in enumerate(labels.tolist())]
             list(pool.map(_write_png, images, paths))
             index, shape = index + len(images), tuple(images.shape[1:])
+    return shape
+
+
+def _write_npz(
+    path: Path, batches: Iterator[tuple[Tensor, Tensor]], labels: np.ndarray
+) -> tuple[int, int, int]:
+    """What `np.savez(path, images=..., labels=...)` writes (uncompressed .npy members in a zip), but
+    the images go to disk batch by batch as they are generated: memory holds one batch, not the set."""
+    shape = (0, 0, 0)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("images.npy", "w", force_zip64=True) as f:  # its size is not known up front
+            for i, (images, _) in enumerate(batches):
+                pixels = np.ascontiguousarray(images.numpy())
+                if i == 0:  # the header, once the image shape is known
+                    shape = pixels.shape[1:]
+                    header = np.lib.format.header_data_from_array_1_0(pixels)
+                    np.lib.format.write_array_header_1_0(f, header | {"shape": (len(labels), *shape)})
+                f.write(pixels.tobytes())
+        with archive.open("labels.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, labels)
     return shape
 
 
@@ -203,19 +270,19 @@ def _write_png(image: Tensor, path: Path) -> None:
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
 
 
-def _read_image(path: str, folder: str | Path) -> Tensor:
+def _read_image(path: Path, folder: str | Path) -> Tensor:
+    """Grey files as 1 channel, the rest as RGB; 8 bits, transparency on white (`datamodules.image_file`)."""
     try:
-        with Image.open(path) as img:
-            image = TF.pil_to_tensor(img if img.mode in ("L", "RGB") else img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as err:  # what PIL raises for bad or truncated files
-        raise GanforgeError(f"cannot read image {path} ({err}); remove it from {folder}") from err
-    return image
+        return read_image(path)
+    except UNREADABLE as err:
+        raise GanforgeError(f"cannot read image {path} ({describe(err)}); remove it from {folder}") from err
 
 
 def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
     """(uint8 images [N, C, H, W], labels [N], class names) of an export, or of any image-folder tree
     (class sub-folders named by index map to that index; other names in sorted order, as ImageFolder;
-    an unconditional model's export has labels -1)."""
+    an unconditional model's export has labels -1). The tree is walked as `data=image_folder` walks it
+    (`datamodules.tree`: hidden files skipped, links to folders not followed)."""
     root = Path(folder)
     if not root.is_dir():
         raise GanforgeError(f"synthetic_dir={folder} is not a folder; make one with generate.py")
@@ -224,21 +291,17 @@ def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
         with np.load(root / NPZ_FILE) as data:
             images, labels = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
         return images, labels, manifest["classes"]
-    try:
-        tree = ImageFolder(str(root))
-    except (FileNotFoundError, RuntimeError) as err:  # no class folders / no images in them
+    classes, per_class = image_tree(root)
+    if not classes:
         raise GanforgeError(
             f"synthetic_dir={folder} has no images in class sub-folders; make one with generate.py"
-        ) from err
-    if all(name.isdigit() for name in tree.classes):
-        to_label = {i: int(name) for i, name in enumerate(tree.classes)}
-    else:
-        to_label = {i: i for i in range(len(tree.classes))}
-    images = [_read_image(path, folder) for path, _ in tree.samples]
+        )
+    to_label = [int(name) for name in classes] if all(n.isdigit() for n in classes) else range(len(classes))
+    images = [_read_image(path, folder) for group in per_class for path in group]
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:
         raise GanforgeError(f"images in {folder} differ in size or channels ({sorted(shapes)}); export again")
-    labels = torch.tensor([to_label[c] for _, c in tree.samples], dtype=torch.long)
-    if tree.classes == [UNLABELLED] or manifest.get("classes") == []:
+    labels = torch.tensor([to_label[c] for c, group in enumerate(per_class) for _ in group], dtype=torch.long)
+    if classes == [UNLABELLED] or manifest.get("classes") == []:
         labels = torch.full_like(labels, -1)  # an unconditional model's export: no class labels
-    return torch.stack(images), labels, tree.classes
+    return torch.stack(images), labels, classes

@@ -13,6 +13,7 @@ from torchvision.datasets import CelebA
 
 from ganforge.datamodules.base import split_indices
 from ganforge.datamodules.files import FileImageDataModule, Split, log
+from ganforge.datamodules.tree import hidden
 from ganforge.errors import GanforgeError
 
 FOLDER = "img_align_celeba"
@@ -75,7 +76,7 @@ class CelebADataModule(FileImageDataModule):
         return None
 
     def index(self) -> dict[str, Split]:
-        files = sorted(self.image_dir.glob("*.jpg"))
+        files = sorted(f for f in self.image_dir.glob("*.jpg") if not hidden(f))  # not macOS's ._000001.jpg
         if not files:
             raise self._missing(f"no .jpg files in {self.image_dir}")
         partition = self._partition()

@@ -3,7 +3,8 @@
 By default (`pack`) each split is decoded once into a pack on disk that every later run memory-maps
 (`datamodules.pack`). Without packs, small sets are decoded once per run into a uint8 tensor
 (`in_memory`) and large ones per item in loader workers. Unreadable files stop the run with their
-path, or are skipped when asked.
+path, or are skipped when asked. What a file's pixels become (8 bits, transparency, elongated images):
+`datamodules.image_file`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from pathlib import Path
 import psutil
 import torch
 import torchvision.transforms.v2 as T
-import torchvision.transforms.v2.functional as TF
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ganforge.datamodules.base import ImageDataModule
+from ganforge.datamodules.image_file import MAX_ASPECT, UNREADABLE, describe, read_image
 from ganforge.datamodules.pack import Source, open_pack
 from ganforge.errors import GanforgeError
 
@@ -41,13 +41,10 @@ def in_memory_limit(world_size: int) -> int:
 
 Split = tuple[list[Path], list[int]]
 PACK_BATCH = 256  # images a pack-building worker decodes per batch
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what PIL raises
 
 
-def unreadable(path: Path, err: Exception) -> GanforgeError:
-    return GanforgeError(
-        f"cannot read image {path} ({type(err).__name__}: {err}); remove it or set data.skip_unreadable=true"
-    )
+def unreadable(path: Path, reason: str) -> GanforgeError:
+    return GanforgeError(f"cannot read image {path} ({reason}); remove it or set data.skip_unreadable=true")
 
 
 class ImageFiles(Dataset):
@@ -76,22 +73,21 @@ class ImageFiles(Dataset):
         return repr((stats, self.labels, self.mode, repr(self.transform)))
 
     def decode(self, i: int) -> Tensor:
-        """The transformed image; the PIL error of an unreadable file."""
-        with Image.open(self.files[i]) as img:
-            return self.transform(TF.pil_to_tensor(img.convert(self.mode)))
+        """The transformed image; one of `UNREADABLE` for a file that cannot be used."""
+        return self.transform(read_image(self.files[i], self.mode, MAX_ASPECT))
 
     def load(self, i: int) -> Tensor | None:
         """The transformed image, or None for an unreadable file when skipping is allowed."""
         try:
             return self.decode(i)
         except UNREADABLE as err:
-            return self.unreadable(i, err)
+            return self.unreadable(i, describe(err))
 
-    def unreadable(self, i: int, err: Exception) -> None:
+    def unreadable(self, i: int, reason: str) -> None:
         """Skip (with a warning) or stop at an unreadable file, as `skip_unreadable` says."""
         if not self.skip_unreadable:
-            raise unreadable(self.files[i], err) from err
-        log.warning("skipping unreadable image %s (%s)", self.files[i], err)
+            raise unreadable(self.files[i], reason)
+        log.warning("skipping unreadable image %s (%s)", self.files[i], reason)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         for j in range(i, i + len(self)):
@@ -118,7 +114,7 @@ class Decoded(Dataset):
         try:
             return i, self.files.decode(i)
         except UNREADABLE as err:
-            return i, str(err)
+            return i, describe(err)
 
 
 def decoded_batch(items: list[tuple[int, Tensor | str]]) -> tuple[Tensor, Tensor, list[tuple[int, str]]]:
@@ -193,7 +189,7 @@ class FileImageDataModule(ImageDataModule):
             labels = torch.as_tensor(files.labels, dtype=torch.long)
             for images, indices, problems in loader:
                 for i, reason in problems:
-                    files.unreadable(i, OSError(reason))
+                    files.unreadable(i, reason)
                 if len(indices):
                     yield images, labels[indices]
 

@@ -1,5 +1,5 @@
 """Any folder of images. Class sub-folders become labels (as in torchvision's ImageFolder); a flat
-folder is one unlabelled class."""
+folder is one unlabelled class. Which files count, and which do not: `datamodules.tree`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ganforge.datamodules.base import split_indices
 from ganforge.datamodules.files import FileImageDataModule, Split
+from ganforge.datamodules.tree import image_tree
 from ganforge.errors import GanforgeError
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
 
 
 class ImageFolderDataModule(FileImageDataModule):
@@ -37,19 +34,14 @@ class ImageFolderDataModule(FileImageDataModule):
         if not root.is_dir():
             what = "is a file, not a folder" if root.exists() else "does not exist"
             raise GanforgeError(f"image folder {root} {what}; set data.data_dir to a folder of images")
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
-        if class_dirs:
-            self.classes = [d.name for d in class_dirs]
-            per_class = [_images_in(d) for d in class_dirs]
-            files = [f for group in per_class for f in group]
-            labels = [c for c, group in enumerate(per_class) for _ in group]
-        else:
-            files = _images_in(root)
-            labels = [0] * len(files)
+        self.classes, per_class = image_tree(root)
+        files = [f for group in per_class for f in group]
+        labels = [c for c, group in enumerate(per_class) for _ in group]
         if not files:
             exts = " ".join(sorted(IMG_EXTENSIONS))
             raise GanforgeError(
-                f"no images found in {root} or its sub-folders (extensions: {exts}); "
+                f"no images found in {root} or its sub-folders (extensions: {exts}; hidden files and links "
+                "to folders are skipped); "
                 "set data.data_dir to a folder of images"
             )
         self.num_classes = max(len(self.classes), 1)
