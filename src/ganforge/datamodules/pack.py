@@ -6,9 +6,9 @@ A pack is a folder `<pack_dir>/<name>-<key>/` holding `images.u8` (raw uint8 `[N
 covers the pixels, the labels and the manifest's count and shape, and is checked every time a pack is
 opened: a pack edited or corrupted on disk is rebuilt (with a warning), never trained on. The whole
 file is checked, not a sample (30 KB of edited pixels would escape one), but in 64 MiB chunks hashed
-in parallel threads, then the chunks' digests: blake2b runs at about 1 GB/s per core (an estimate, not
-measured here), so the CelebA pack at 64 px (2.5 GB) costs about 2.5 core-seconds — under a second on
-four cores, against ~2.5 s for one sequential digest, and each DDP rank checks it once. The key
+in parallel threads, then the chunks' digests: 0.79 GB/s on one core, 1.7 GB/s on two here
+(`bench/pack_digest.py`), so the CelebA pack at 64 px (2.5 GB) costs about 1.5 s per open on two
+cores, less with more, and each DDP rank checks it once. The key
 hashes everything the decoded images depend on (file names, sizes and modification times, the
 transform, the image size), so a changed folder or transform gets a new pack. Building happens in a
 hidden folder that is renamed into place when complete, under a lock: a second process waits and then
