@@ -1,11 +1,17 @@
-# Every target creates .venv first, from the tested pins in constraints.txt.
+# Every target that runs Python creates .venv first, from the tested pins in constraints.txt.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train test test-fast lint format clean-logs
+.PHONY: help venv train test test-fast lint format clean-logs
+.DEFAULT_GOAL := help
 
+## List the targets and what each does (this list).
+help:
+	@awk '/^## / { doc = substr($$0, 4); next } /^[a-z-]+:/ && doc { sub(/:.*/, ""); printf "  make %-11s%s\n", $$0, doc } { doc = "" }' $(MAKEFILE_LIST)
+
+## Create .venv with the tested versions pinned in constraints.txt (train, test, lint, format do it first).
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -26,13 +32,17 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+## Check the code with ruff (lint and format), as CI does.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## Fix what ruff can fix and format the code.
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+## Delete every task's logs (logs/train, eval, augment, ...) but Optuna studies (logs/*.db); keeps cache/.
 clean-logs:
-	rm -rf logs/train logs/debug
+	@if [ -d logs ]; then find logs -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name '*.db*' -print -exec rm -rf {} +; fi
+	@echo "kept cache/ (metric classifiers, reference statistics, packed data: minutes to rebuild); clear it with: rm -rf cache"

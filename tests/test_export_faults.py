@@ -232,17 +232,20 @@ def test_a_full_or_read_only_disk_is_one_line_and_overwrites_nothing(
         subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     before = tree(small_disk)
 
-    args = [f"ckpt_path={ckpt}", f"out_dir={out}", "num_samples=5000", "format=npz", "overwrite=true"]
+    # read-only: an export that fits in the free space, so that writing it is what fails
+    samples = 5000 if fault == "full" else 1000
+    args = [f"ckpt_path={ckpt}", f"out_dir={out}", f"num_samples={samples}", "format=npz", "overwrite=true"]
     result = run_cli(args, script="generate.py")
     rows = [{"setting": f"mixed {i}", "mean": 0.5} for i in range(5000)]
     with pytest.raises(GanforgeError) as refused:
         save(rows, rows, results)
 
     assert result.returncode == 1, result.stderr[-2000:]
-    if fault == "full":
+    if fault == "full":  # refused before writing: it cannot fit (synthetic_dataset.check_space)
         expected = (
-            f"error: no space left to write out in {small_disk} (No space left on device); free space there "
-            "or point out_dir at another disk. Nothing was overwritten"
+            f"error: out_dir={out}: 5,000 images of 1x16x16 in one samples.npz need about 1.3 MB on disk and "
+            f"{small_disk} has 0 bytes free; free space, choose an out_dir on a larger disk, export fewer "
+            "samples"
         )
         assert str(refused.value).startswith(f"no space left to write results.csv in {results} (No space")
     else:

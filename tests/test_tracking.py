@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from lightning.pytorch import Callback
+from PIL import Image
 
 from ganforge.errors import GanforgeError
 from ganforge.tracking import wandb_offline
@@ -16,6 +18,10 @@ from tests import wandb_records
 def run_file(output_dir: str) -> Path:
     (path,) = Path(output_dir, "wandb").glob("offline-run-*/run-*.wandb")
     return path
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 @pytest.mark.slow
@@ -35,9 +41,15 @@ def test_offline_run_logs_metrics_images_config_and_finishes(make_cfg, no_wandb_
     samples = [r for r in rows if r.get("samples/_type") == "images/separated"]
     real = [r for r in rows if r.get("real/_type") == "images/separated"]
     assert len(samples) == 3 and len(real) == 1  # g_step 0, 2, 4 and the real grid once
-    for row in samples + real:
-        for name in row.get("samples/filenames", []) + row.get("real/filenames", []):
-            assert (path.parent / "files" / name).is_file()
+    assert [r["g_step"] for r in samples + real] == [0, 2, 4, 0]  # every row carries g_step
+    # the images W&B wrote are the run's own PNG grids, pixel for pixel (not black)
+    grids = Path(cfg.paths.output_dir, "samples")
+    expected = [*sorted(grids.glob("g_step_*.png")), grids / "real.png"]
+    logged = [row[f"{key}/filenames"] for key, rows in (("samples", samples), ("real", real)) for row in rows]
+    assert len(expected) == len(logged) == 4
+    for (name,), grid in zip(logged, expected, strict=True):
+        image = pixels(path.parent / "files" / name)
+        assert image.max() > 0 and np.array_equal(image, pixels(grid)), (name, grid.name)
     config = wandb_records.config(path)
     assert config["model"]["generator"]["image_size"] == 16 and config["model/params_generator"] > 0
     assert wandb_records.exit_code(path) == 0
@@ -68,8 +80,10 @@ def test_offline_unless_an_account_is_reachable(tmp_path: Path, no_wandb_account
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_offline()
     monkeypatch.setenv("WANDB_MODE", "online")
-    netrc.unlink()
     assert not wandb_offline()
+    netrc.unlink()
+    with pytest.raises(GanforgeError, match="WANDB_MODE=online but W&B has no API key here"):
+        wandb_offline()  # refused before the run, not by wandb once it has started
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     assert not wandb_offline()

@@ -298,7 +298,7 @@ def test_a_model_on_the_wrong_kind_of_data_is_refused(make_cfg, model: str, data
 
 
 def test_invalid_d_steps_per_g(make_cfg) -> None:
-    with pytest.raises(GanforgeError, match=r"model.d_steps_per_g must be >= 1"):
+    with pytest.raises(GanforgeError, match=r"model.d_steps_per_g=0 must be a whole number >= 1"):
         train(make_cfg("model.d_steps_per_g=0"))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import rich.syntax
 import rich.tree
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,7 +28,7 @@ from hydra.errors import (
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from ganforge.cluster import launcher_size
 from ganforge.errors import GanforgeError
@@ -92,8 +93,8 @@ def prepare_hydra() -> None:
 def run_app(task: Callable[[], Any], conf_dir: str | Path, config_name: str) -> None:
     """What an entry script's `__main__` runs: prepare_hydra(), then its Hydra app, with a mistake in
     the command line (a key that does not exist, an option its group does not have, an override that
-    does not parse) reported as one `error:` line that names the fix. HYDRA_FULL_ERROR=1 keeps
-    Hydra's own report (and a full traceback for everything else)."""
+    does not parse, a config file that is not YAML) reported as one `error:` line that names the fix.
+    HYDRA_FULL_ERROR=1 keeps Hydra's own report (and a full traceback for everything else)."""
     prepare_hydra()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         task()
@@ -104,6 +105,8 @@ def run_app(task: Callable[[], Any], conf_dir: str | Path, config_name: str) -> 
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
         message = command_line_error(err, conf_dir, config_name, sys.argv[1:])
         raise SystemExit(f"error: {message}") from None
+    except yaml.YAMLError as err:  # a config file, e.g. the machine's own conf/local/default.yaml
+        raise SystemExit(f"error: {yaml_error(err)}") from None
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
 
@@ -117,7 +120,7 @@ def command_line_error(err: Exception, conf_dir: str | Path, config_name: str, a
         guess = f"; did you mean {group}={near[0]}?" if near else ""
         return f"{group}={name} is not a {group} config (options: {', '.join(options)}){guess}"
     unknown = re.match(r"Could not override '([^']+)'", str(err))
-    if unknown and isinstance(err.__cause__, ConfigKeyError):
+    if unknown and isinstance(err.__cause__, ConfigKeyError | ConfigAttributeError):
         key = unknown.group(1)
         others = [a for a in argv if "=" in a and not a.split("=", 1)[0].lstrip("+~").startswith(key)]
         near = difflib.get_close_matches(key, config_keys(conf_dir, config_name, others), n=1, cutoff=0.7)
@@ -125,6 +128,16 @@ def command_line_error(err: Exception, conf_dir: str | Path, config_name: str, a
         return f"{key} is not a config key (a new one takes a +: +{key}=...){guess}"
     lines = [line.strip() for line in [str(err), str(err.__cause__ or "")] if line.strip()]
     return " ".join(line.splitlines()[0] for line in lines)
+
+
+def yaml_error(err: yaml.YAMLError) -> str:
+    """A config file's YAML mistake as one line: the file, where, what."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return f"a config file is not valid YAML: {' '.join(str(err).split())}"
+    mark, opened = err.problem_mark, err.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+    context = f" ({err.context} at line {opened.line + 1})" if err.context and opened else ""
+    return f"{where} is not valid YAML: {err.problem}{context}; fix the file there"
 
 
 def config_keys(conf_dir: str | Path, config_name: str, overrides: list[str]) -> list[str]:

@@ -277,6 +277,8 @@ class GANLitModule(LightningModule):
         self.discriminator_step(real, labels)
         if self.d_step % self.d_steps_per_g == 0:
             self.generator_step(len(real), labels)
+        # every batch, not only those with a G update: every logged row carries the generator step
+        self.log("g_step", float(self.g_step), prog_bar=True)
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None) -> None:
         """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties."""
@@ -337,7 +339,6 @@ class GANLitModule(LightningModule):
         for scheduler in self._schedulers():
             scheduler.step()
         self.log("train/g_loss", g_loss.detach(), prog_bar=True)
-        self.log("g_step", float(self.g_step), prog_bar=True)
 
     def _check_finite(self, network: str, loss: Tensor) -> None:
         """Note, on the device, the first non-finite loss: no host read-back per update (on a GPU

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import itertools
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rich.filesize
 import torch
 from PIL import Image
 from torch import Tensor
@@ -31,13 +33,18 @@ from ganforge.datamodules.image_file import UNREADABLE, describe, read_image
 from ganforge.datamodules.tree import image_tree
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import GANLitModule
+from ganforge.progress import Progress
 from ganforge.sampling import NoiseSampler
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 NPZ_FILE = "samples.npz"
 UNLABELLED = "unlabelled"
 FORMATS = ("png", "npz")
 MANIFEST_KEYS = ("format", "num_samples", "counts", "classes", "image", "seed", "created")  # export() writes
+LARGE_BYTES, LARGE_FILES = 10e9, 1_000_000  # an export past either is announced as a warning
+PNG_OVERHEAD = 128  # bytes of a PNG besides its pixels and filter bytes, at most: signature, chunks, zlib
 
 
 def class_counts(num_samples: int | None, num_classes: int | None, counts: Any = None) -> list[int]:
@@ -202,9 +209,16 @@ def export(
     check_out_dir(out_dir, overwrite)
     out_dir = out_dir.resolve()
     names = class_names(model.num_classes)
+    batches = samples(model, counts, seed, batch_size)
+    first = next(batches)  # the image shape, before anything is written
+    shape: tuple[int, int, int] = tuple(first[0].shape[1:])
+    check_space(out_dir, fmt, sum(counts), shape)
     # checked again before replacing it: files may have been put there in the meantime
-    with staged_dir(out_dir, lambda: check_out_dir(out_dir, overwrite), "out_dir") as tmp:
-        shape = _write(model, tmp, names, counts, seed, batch_size, fmt)
+    with (
+        staged_dir(out_dir, lambda: check_out_dir(out_dir, overwrite), "out_dir") as tmp,
+        Progress("exporting", sum(counts), "images") as bar,
+    ):
+        _write(counted(itertools.chain([first], batches), bar), tmp, names, counts, fmt, model.conditional)
         manifest = {
             "format": fmt,
             "num_samples": sum(counts),
@@ -219,37 +233,76 @@ def export(
     return manifest
 
 
+def export_size(fmt: str, num_samples: int, shape: tuple[int, int, int], block: int) -> int:
+    """Bytes an export takes on a disk with this block size: an npz's exactly (its uncompressed pixels
+    and labels), PNG files' at most (uncompressed pixels, a filter byte per row and the chunks, each file
+    rounded up to whole blocks; generated images compress little, and small ones fill a block anyway)."""
+    channels, height, width = shape
+    if fmt == "npz":
+        return num_samples * (channels * height * width + 8) + block
+    pixels = channels * height * width
+    per_file = pixels + height + pixels // 1000 + PNG_OVERHEAD  # zlib's stored blocks, 64 KiB IDAT chunks
+    return num_samples * -(-per_file // block) * block
+
+
+def check_space(out_dir: Path, fmt: str, num_samples: int, shape: tuple[int, int, int]) -> None:
+    """Say in one line how big the export will be and how much room its disk has (a warning when it is
+    large); refuse one that cannot fit. It is written beside out_dir, and a previous export there stays
+    until the new one is whole, so the free space has to hold all of it."""
+    disk = next(p for p in out_dir.parents if p.exists())
+    stat = os.statvfs(disk)
+    free, size = stat.f_bavail * stat.f_frsize, export_size(fmt, num_samples, shape, stat.f_frsize)
+    files = num_samples if fmt == "png" else 1
+    what = f"{num_samples:,} images of {'x'.join(map(str, shape))}"
+    what += f" as {files:,} PNG files" if fmt == "png" else f" in one {NPZ_FILE}"
+    about = f"about {rich.filesize.decimal(size)}"
+    if size > free:
+        npz = export_size("npz", num_samples, shape, stat.f_frsize)
+        other = f", or format=npz ({rich.filesize.decimal(npz)})" if fmt == "png" and npz <= free else ""
+        raise GanforgeError(
+            f"out_dir={out_dir}: {what} need {about} on disk and {disk} has {rich.filesize.decimal(free)} "
+            f"free; free space, choose an out_dir on a larger disk, export fewer samples{other}"
+        )
+    line = f"exporting {what} to {out_dir}: {about} on disk, {rich.filesize.decimal(free)} free there"
+    if size > LARGE_BYTES or files > LARGE_FILES:
+        log.warning("%s. A large export: check num_samples", line)
+    else:
+        log.info(line)
+
+
+def counted(batches: Iterator[tuple[Tensor, Tensor]], bar: Progress) -> Iterator[tuple[Tensor, Tensor]]:
+    """The batches, each counted on the progress bar once it has been written."""
+    for batch in batches:
+        yield batch
+        bar.advance(len(batch[0]))
+
+
 def _write(
-    model: GANLitModule,
+    batches: Iterator[tuple[Tensor, Tensor]],
     folder: Path,
     names: list[str],
     counts: list[int],
-    seed: int,
-    batch_size: int,
     fmt: str,
-) -> tuple[int, int, int]:
-    batches = samples(model, counts, seed, batch_size)
+    conditional: bool,
+) -> None:
     if fmt == "npz":
-        labels = np.repeat(np.arange(len(counts)), counts) if model.conditional else np.full(sum(counts), -1)
-        return _write_npz(folder / NPZ_FILE, batches, labels.astype(np.int64))
+        labels = np.repeat(np.arange(len(counts)), counts) if conditional else np.full(sum(counts), -1)
+        _write_npz(folder / NPZ_FILE, batches, labels.astype(np.int64))
+        return
     for name, n in zip(names, counts, strict=True):
         if n:
             (folder / name).mkdir()
-    index, shape, total = 0, (0, 0, 0), sum(counts)
+    index, total = 0, sum(counts)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PNG encoding releases the GIL
         for images, labels in batches:
             paths = [folder / names[y] / _png_name(index + i, total) for i, y in enumerate(labels.tolist())]
             list(pool.map(_write_png, images, paths))
-            index, shape = index + len(images), tuple(images.shape[1:])
-    return shape
+            index += len(images)
 
 
-def _write_npz(
-    path: Path, batches: Iterator[tuple[Tensor, Tensor]], labels: np.ndarray
-) -> tuple[int, int, int]:
+def _write_npz(path: Path, batches: Iterator[tuple[Tensor, Tensor]], labels: np.ndarray) -> None:
     """What `np.savez(path, images=..., labels=...)` writes (uncompressed .npy members in a zip), but
     the images go to disk batch by batch as they are generated: memory holds one batch, not the set."""
-    shape = (0, 0, 0)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         with archive.open("images.npy", "w", force_zip64=True) as f:  # its size is not known up front
             for i, (images, _) in enumerate(batches):
@@ -261,7 +314,6 @@ def _write_npz(
                 f.write(pixels.tobytes())
         with archive.open("labels.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, labels)
-    return shape
 
 
 def _write_png(image: Tensor, path: Path) -> None:
@@ -281,8 +333,10 @@ def _read_image(path: Path, folder: str | Path) -> Tensor:
 def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
     """(uint8 images [N, C, H, W], labels [N], class names) of an export, or of any image-folder tree
     (class sub-folders named by index map to that index; other names in sorted order, as ImageFolder;
-    an unconditional model's export has labels -1). The tree is walked as `data=image_folder` walks it
-    (`datamodules.tree`: hidden files skipped, links to folders not followed)."""
+    an unconditional model's export has labels -1). An export's names are all its model's classes
+    (its manifest's), also those a partial export (`counts=`) has no folder for: names[label] is its
+    class. The tree is walked as `data=image_folder` walks it (`datamodules.tree`: hidden files
+    skipped, links to folders not followed)."""
     root = Path(folder)
     if not root.is_dir():
         raise GanforgeError(f"synthetic_dir={folder} is not a folder; make one with generate.py")
@@ -296,7 +350,13 @@ def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
         raise GanforgeError(
             f"synthetic_dir={folder} has no images in class sub-folders; make one with generate.py"
         )
-    to_label = [int(name) for name in classes] if all(n.isdigit() for n in classes) else range(len(classes))
+    written = manifest.get("classes")  # an export's: every class of its model, with samples or not
+    if written and set(classes) <= set(written):  # (a partial export has folders for some of them)
+        to_label, classes = [written.index(name) for name in classes], written
+    elif all(name.isdigit() for name in classes):
+        to_label = [int(name) for name in classes]
+    else:
+        to_label = list(range(len(classes)))
     images = [_read_image(path, folder) for group in per_class for path in group]
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import LightningModule, Trainer
@@ -35,16 +36,23 @@ WANDB_HOST = "api.wandb.ai"
 
 
 def wandb_offline() -> bool:
-    """True unless W&B can reach an account: WANDB_MODE decides when set, else any stored API key."""
+    """True unless W&B can reach an account: WANDB_MODE decides when set, else any stored API key.
+    WANDB_MODE=online without a key is refused here, not by wandb once the run has started."""
     mode = os.environ.get("WANDB_MODE", "").strip().lower()
     if mode in ("offline", "dryrun", "disabled"):
         return True
-    if mode == "online" or os.environ.get("WANDB_API_KEY"):
+    if os.environ.get("WANDB_API_KEY"):
         return False
     try:
-        return netrc.netrc().authenticators(WANDB_HOST) is None
+        logged_in = netrc.netrc().authenticators(WANDB_HOST) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
-        return True
+        logged_in = False
+    if mode == "online" and not logged_in:
+        raise GanforgeError(
+            "WANDB_MODE=online but W&B has no API key here; log in (`wandb login` or WANDB_API_KEY=...), "
+            "or unset WANDB_MODE to log offline and upload later with `wandb sync`"
+        )
+    return not logged_in
 
 
 def check_logger_config(loggers: DictConfig | None) -> None:
@@ -109,13 +117,18 @@ def log_run_metadata(loggers: list[Logger], cfg: DictConfig, model: LightningMod
         logger.log_hyperparams(config | params)
 
 
-def log_image(loggers: list[Logger], key: str, image: Tensor, step: int) -> None:
-    """A [C, H, W] image in [0, 1] to every logger that shows images (W&B, TensorBoard)."""
+def log_image(loggers: list[Logger], key: str, image: Tensor, step: int, g_step: int) -> None:
+    """A [C, H, W] image in [0, 1] to every logger that shows images (W&B, TensorBoard), as the uint8
+    pixels `torchvision.utils.save_image` writes to the run's PNG: wandb casts float pixels to uint8
+    without scaling them, which turns [0, 1] black. W&B's row carries `g_step`, as every other row."""
+    pixels = image.mul(255).add_(0.5).clamp_(0, 255).to("cpu", torch.uint8)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[image.permute(1, 2, 0).cpu().numpy()], step=step)
+            import wandb
+
+            logger.log_metrics({key: [wandb.Image(pixels.permute(1, 2, 0).numpy())], "g_step": g_step}, step)
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, image, global_step=step)
+            logger.experiment.add_image(key, pixels, global_step=step)
 
 
 def finish(trainer: Trainer | None, failed: bool, preempted: bool = False) -> list[str]:

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ganforge import cluster
+from ganforge.atomic import StopSignals
 from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
 from ganforge.callbacks.interrupt import GracefulInterrupt
 from ganforge.callbacks.sample_grid import SampleGrid
@@ -248,62 +249,74 @@ def last_saved(trainer: L.Trainer, checkpoint_io: SafeCheckpointIO) -> str | Pat
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Fit the configured GAN; returns the final logged metrics and where the outputs went."""
-    check_train_config(cfg)  # before the printout, which resolves every value
-    if cfg.extras.get("print_config"):
-        print_config_tree(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    threads = cluster.cpu_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-        log.info("using %d CPU thread(s): the CPUs this job was given", threads)
-    ckpt_path = resume_from(cfg)
-    if ckpt_path:
-        checkpoint = load_resumable(ckpt_path, cfg)
-        check_resume(ckpt_path, stored_config(checkpoint), checkpoint[STEPS]["g_step"], cfg)
-        if cfg.get("max_g_steps") is not None:  # the budget in generator steps, whatever d_steps_per_g was
-            cfg.trainer.max_steps = resumed_max_steps(checkpoint, cfg.max_g_steps, cfg.model.d_steps_per_g)
-        del checkpoint
-    cluster.check_launcher(cfg.trainer)
-    if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
-        raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
-    if cfg.get("metrics") and cfg.metrics.feature_network == "inception":
-        ensure_inception_weights()  # fail before anything is built, not at the first evaluation
+    # Ctrl-C or SIGTERM before the first training step (data preparation, the metrics classifier, reference
+    # statistics, which Lightning sets up inside fit) ends the run as a stop does, until GracefulInterrupt
+    # takes over when training starts; caches are written whole or not at all
+    setting_up = StopSignals(
+        "stopped before the first training step, so nothing was trained or saved; run the same command "
+        "to start again (caches finished so far are kept)"
+    )
+    with setting_up.active():
+        check_train_config(cfg)  # before the printout, which resolves every value
+        if cfg.extras.get("print_config"):
+            print_config_tree(cfg)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        threads = cluster.cpu_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+            log.info("using %d CPU thread(s): the CPUs this job was given", threads)
+        ckpt_path = resume_from(cfg)
+        if ckpt_path:
+            checkpoint = load_resumable(ckpt_path, cfg)
+            check_resume(ckpt_path, stored_config(checkpoint), checkpoint[STEPS]["g_step"], cfg)
+            # the budget in generator steps, whatever d_steps_per_g was
+            if cfg.get("max_g_steps") is not None:
+                cfg.trainer.max_steps = resumed_max_steps(
+                    checkpoint, cfg.max_g_steps, cfg.model.d_steps_per_g
+                )
+            del checkpoint
+        cluster.check_launcher(cfg.trainer)
+        if cfg.trainer.get("max_steps", -1) == -1 and cfg.trainer.get("max_epochs", -1) in (None, -1):
+            raise GanforgeError("no training budget: set max_g_steps (generator steps) or trainer.max_epochs")
+        if cfg.get("metrics") and cfg.metrics.feature_network == "inception":
+            ensure_inception_weights()  # fail before anything is built, not at the first evaluation
 
-    check_logger_config(cfg.get("logger"))
-    warn_slow_ema(cfg.model.get("ema_decay"), cfg.get("max_g_steps"))
-    datamodule = instantiate(cfg.data)
-    if rank_zero_only.rank == 0:  # before DDP starts the other ranks, which read the same data
-        datamodule.prepare_data()
-        datamodule.setup("fit")  # now, so that a set too small is refused before minutes of set-up
-        name = getattr(datamodule, "name", "")  # image sets have one; the 2-D mixtures do not
-        check_batch_fits(datamodule.batch_size, len(datamodule.data_train), name)
-    if cfg.get("synthesize"):
-        check_synthesize(cfg, datamodule)
-    model = instantiate(cfg.model)
-    requeue_signal = cluster.requeue_signal()
-    interrupt = GracefulInterrupt(requeue_signal)
-    callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg), interrupt]
-    # best.ckpt first: a last.ckpt written after it in the same batch records it (a resumed run knows it)
-    callbacks.sort(key=lambda c: not isinstance(c, BestCheckpoint))
-    loggers = instantiate_group(cfg.get("logger"))
-    if not loggers:  # LearningRateMonitor refuses to run without one; with no logger there is nothing to log
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    checkpoint_io = SafeCheckpointIO()
-    plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), checkpoint_io]
-    if requeue_signal is not None:  # ranks from SLURM; the requeue is ganforge's (see ganforge.cluster)
-        plugins.append(SLURMEnvironment(auto_requeue=False, requeue_signal=requeue_signal))
-    with without_inapplicable_messages():
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers or False,
-            strategy=gan_strategy(cfg.trainer),
-            plugins=plugins,
-        )
-    log_run_metadata(trainer.loggers, cfg, model)
-    try:
+        check_logger_config(cfg.get("logger"))
+        warn_slow_ema(cfg.model.get("ema_decay"), cfg.get("max_g_steps"))
+        datamodule = instantiate(cfg.data)
+        if rank_zero_only.rank == 0:  # before DDP starts the other ranks, which read the same data
+            datamodule.prepare_data()
+            datamodule.setup("fit")  # now, so that a set too small is refused before minutes of set-up
+            name = getattr(datamodule, "name", "")  # image sets have one; the 2-D mixtures do not
+            check_batch_fits(datamodule.batch_size, len(datamodule.data_train), name)
+        if cfg.get("synthesize"):
+            check_synthesize(cfg, datamodule)
+        model = instantiate(cfg.model)
+        requeue_signal = cluster.requeue_signal()
+        interrupt = GracefulInterrupt(requeue_signal)
+        callbacks = [*instantiate_group(cfg.get("callbacks")), StoreConfig(cfg), interrupt]
+        # best.ckpt first: a last.ckpt written after it in the same batch records it (a resumed run knows it)
+        callbacks.sort(key=lambda c: not isinstance(c, BestCheckpoint))
+        loggers = instantiate_group(cfg.get("logger"))
+        # LearningRateMonitor refuses to run without one; with no logger there is nothing to log
+        if not loggers:
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        checkpoint_io = SafeCheckpointIO()
+        plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), checkpoint_io]
+        if requeue_signal is not None:  # ranks from SLURM; the requeue is ganforge's (see ganforge.cluster)
+            plugins.append(SLURMEnvironment(auto_requeue=False, requeue_signal=requeue_signal))
         with without_inapplicable_messages():
+            trainer = instantiate(
+                cfg.trainer,
+                callbacks=callbacks,
+                logger=loggers or False,
+                strategy=gan_strategy(cfg.trainer),
+                plugins=plugins,
+            )
+        log_run_metadata(trainer.loggers, cfg, model)
+    try:
+        with without_inapplicable_messages(), setting_up.active():
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except BaseException as err:
         last_good = last_saved(trainer, checkpoint_io) or ckpt_path

@@ -59,7 +59,7 @@ class SampleGrid(Callback):
         path = self.path_for(module.g_step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
-        log_image(trainer.loggers, "samples", grid, step=max(module.d_step - 1, 0))
+        log_image(trainer.loggers, "samples", grid, step=max(module.d_step - 1, 0), g_step=module.g_step)
         self.last_saved = module.g_step
         return path
 
@@ -75,19 +75,21 @@ class SampleGrid(Callback):
             return make_grid(samples.float() / 255, nrow=nrow)
         return make_grid(samples, nrow=nrow, normalize=True, value_range=(-1, 1))
 
-    def save_real(self, trainer: Trainer, n: int) -> None:
+    def save_real(self, trainer: Trainer, module: GANLitModule) -> None:
         """Real training data beside the samples, once: the target to compare grids against."""
         dataset = trainer.datamodule.data_train
         grid = self.picture(
-            trainer, torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))]), real=True
+            trainer,
+            torch.stack([dataset[i][0] for i in range(min(len(module.fixed_noise), len(dataset)))]),
+            real=True,
         )
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / "real.png")
-        log_image(trainer.loggers, "real", grid, step=0)
+        log_image(trainer.loggers, "real", grid, step=max(module.d_step - 1, 0), g_step=module.g_step)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero and not (self.dirpath / "real.png").exists():
-            self.save_real(trainer, len(pl_module.fixed_noise))
+            self.save_real(trainer, pl_module)
         self.save(trainer, pl_module)  # the starting point: untrained (or resumed) generator
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:

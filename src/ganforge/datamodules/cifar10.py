@@ -9,6 +9,7 @@ from torch import Tensor
 from torchvision.datasets import CIFAR10, VisionDataset
 
 from ganforge.datamodules.base import TorchvisionDataModule
+from ganforge.datamodules.torchvision_root import torchvision_root
 
 
 class CIFAR10DataModule(TorchvisionDataModule):
@@ -16,7 +17,8 @@ class CIFAR10DataModule(TorchvisionDataModule):
     num_classes = 10
 
     def __init__(self, data_dir: str, image_size: int = 32, channels: int = 3, **kwargs) -> None:
-        super().__init__(data_dir, image_size, channels, **kwargs)
+        # `data_dir` holds cifar-10-batches-py; that folder itself is recognised too
+        super().__init__(torchvision_root(data_dir, (CIFAR10.base_folder,)), image_size, channels, **kwargs)
 
     @property
     def folder(self) -> Path:

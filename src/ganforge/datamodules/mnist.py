@@ -9,6 +9,7 @@ from torch import Tensor
 from torchvision.datasets import MNIST, FashionMNIST, VisionDataset
 
 from ganforge.datamodules.base import TorchvisionDataModule
+from ganforge.datamodules.torchvision_root import torchvision_root
 
 
 class MNISTDataModule(TorchvisionDataModule):
@@ -18,7 +19,9 @@ class MNISTDataModule(TorchvisionDataModule):
     num_classes = 10
 
     def __init__(self, data_dir: str, image_size: int = 32, channels: int = 1, **kwargs) -> None:
-        super().__init__(data_dir, image_size, channels, **kwargs)
+        # `data_dir` holds <Name>/raw; …/<Name>/raw or …/<Name> themselves are recognised too
+        root = torchvision_root(data_dir, (self.dataset_cls.__name__, "raw"))
+        super().__init__(root, image_size, channels, **kwargs)
 
     @property
     def folder(self) -> Path:

@@ -10,14 +10,13 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 
-import rich.progress
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ganforge.datamodules.base import to_signed_unit
+from ganforge.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,8 @@ def fit_classifier(
     `transform` augments each uint8 image on the device. `weighted` = (data set, lambda) adds, per step,
     lambda times the loss on a batch of that set, whose forward pass neither draws from the training
     RNG nor moves the batch-norm statistics: those stay the training set's (with lambda = 0 the model
-    is exactly the one trained without it). `progress`: show a progress bar with this description."""
+    is exactly the one trained without it). `progress`: show progress with this description (a bar on a
+    terminal, else log lines: a first training can take minutes before anything else is printed)."""
     model.to(device).train()
     steps = epochs * -(-len(train) // batch_size)
     if max_steps is not None:
@@ -101,12 +101,8 @@ def fit_classifier(
         second = (_cycle(extra, batch_size, seed + 1_000_003), weight)
     with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG (e.g. GAN training) untouched
         torch.manual_seed(seed)
-        with rich.progress.Progress(
-            *rich.progress.Progress.get_default_columns(), transient=True, disable=progress is None
-        ) as bar:
-            task = bar.add_task(progress or "", total=steps)
-            advance = partial(bar.advance, task)
-            _fit(model, train, device, epochs, lr, batch_size, seed, steps, transform, second, advance)
+        with Progress(progress or "", steps, "steps", enabled=progress is not None) as bar:
+            _fit(model, train, device, epochs, lr, batch_size, seed, steps, transform, second, bar.advance)
     return model.eval()
 
 
@@ -135,11 +131,13 @@ def frozen_batch_norm_statistics(model: nn.Module) -> Iterator[None]:
 
 def _loss(
     model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, transform: Callable | None
-) -> Tensor:
-    images = images.to(device)
+) -> tuple[Tensor, Tensor]:
+    """The cross-entropy and the number of correct predictions."""
+    images, labels = images.to(device), labels.to(device)
     if transform is not None:  # per image: a batch-level call would draw one set of parameters for all
         images = torch.stack([transform(x) for x in images])
-    return nn.functional.cross_entropy(model(to_signed_unit(images)), labels.to(device))
+    logits = model(to_signed_unit(images))
+    return nn.functional.cross_entropy(logits, labels), (logits.argmax(1) == labels).sum()
 
 
 def _fit(
@@ -151,28 +149,30 @@ def _fit(
     batch_size: int,
     seed: int,
     steps: int,
-    transform: Callable[[Tensor], Tensor] | None = None,
-    second: tuple[Iterator[list[Tensor]], float] | None = None,
-    advance: Callable[[], None] = lambda: None,
+    transform: Callable[[Tensor], Tensor] | None,
+    second: tuple[Iterator[list[Tensor]], float] | None,
+    advance: Callable[[int, str], None],
 ) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    step = 0
+    per_epoch = -(-len(train) // batch_size)
+    step, planned = 0, -(-steps // per_epoch)  # the epochs `steps` reach into
     for epoch in range(epochs):
-        total = seen = 0.0
+        total = seen = correct = 0.0
         for images, labels in _batches(train, batch_size, shuffle=True, seed=seed + epoch):
-            loss = _loss(model, images, labels, device, transform)
+            loss, right = _loss(model, images, labels, device, transform)
             if second is not None:
                 extra, weight = second
                 devices = [device] if device.type == "cuda" else []
                 with torch.random.fork_rng(devices=devices), frozen_batch_norm_statistics(model):
-                    loss = loss + weight * _loss(model, *next(extra), device, None)
+                    loss = loss + weight * _loss(model, *next(extra), device, None)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total, seen, step = total + loss.item() * labels.numel(), seen + labels.numel(), step + 1
-            advance()
+            correct += right.item()
+            advance(1, f"epoch {epoch + 1}/{planned}, train accuracy {correct / seen:.1%}")
             if step == steps:
                 break
         log.debug("classifier epoch %d: %d steps, train loss %.4f", epoch + 1, step, total / seen)

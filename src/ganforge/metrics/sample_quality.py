@@ -284,8 +284,10 @@ class ClassCoverage(Metric):
 class ClassDiversity(Metric):
     """Within-class variety: per class (as the classifier predicts it), the mean squared distance of
     generated features from their class mean, over the same for real features, averaged over the
-    classes with at least 2 of each. 1: as varied as the data; near 0: one image per class — a collapse
-    that class coverage and class accuracy cannot see."""
+    classes with at least 2 of each. A ratio of spreads, not a share, so 1 is the target from both
+    sides: near 0 is one image per class (a collapse that class coverage and class accuracy cannot
+    see); above 1, a class's samples scatter more widely than its real images (noisy or malformed
+    samples, other shapes the classifier still puts in that class), as early in training."""
 
     full_state_update = False
 

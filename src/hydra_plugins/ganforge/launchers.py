@@ -5,6 +5,8 @@
   registered first: here, in the job. A job whose training was stopped returns that as its result.
 - In the launcher's process: a sweep whose jobs were stopped (`scancel`) ends in one line, with
   summary.csv and the command that continues it (ganforge.cluster.launched), not in a traceback.
+- submitit's local controller creates its folder template as it is (`.submitit/%j`, `%j` unreplaced)
+  beside each job's real folder: the local launcher removes that empty folder once its jobs are done.
 
 Hydra imports every module of hydra_plugins when it starts, so ganforge itself is imported only
 where it is used.
@@ -12,8 +14,10 @@ where it is used.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -48,4 +52,11 @@ class SlurmLauncher(GanforgeJobs, PluginSlurmLauncher):
 
 
 class LocalLauncher(GanforgeJobs, PluginLocalLauncher):
-    pass
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        finally:
+            template = Path(self.params["submitit_folder"])
+            if "%" in str(template):
+                with contextlib.suppress(OSError):  # never made, or not empty: not the controller's
+                    template.rmdir()
