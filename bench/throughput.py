@@ -40,7 +40,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
 from train_config import train_config  # bench/, beside this script
 
-from ganforge.config import instantiate
+from ganforge.plain_loop import plain_loop
 from ganforge.train import train
 
 SYNC_EVERY = 25
@@ -85,33 +85,7 @@ def overall(ticks: list[float], warmup: int) -> float:
 
 
 def raw_loop(cfg: DictConfig, steps: int, device: torch.device) -> list[float]:
-    """The two updates and nothing else, over ganforge's own data loader, networks and losses."""
-    torch.manual_seed(cfg.seed)
-    data = instantiate(cfg.data)
-    data.prepare_data()
-    data.setup("fit")
-    module = instantiate(cfg.model)
-    g, d, loss = module.generator.to(device), module.discriminator.to(device), module.loss
-    opt_g, opt_d = module.optimizer_g(g.parameters()), module.optimizer_d(d.parameters())
-    ticks = []
-    batches = itertools.chain.from_iterable(itertools.repeat(data.train_dataloader()))
-    for step, batch in enumerate(itertools.islice(batches, steps), start=1):
-        images = batch[0].to(device, non_blocking=True)
-        real = data.on_after_batch_transfer((images, batch[1]), 0)[0]  # uint8 -> [-1, 1] on the device
-        with torch.no_grad():
-            fake = g(torch.randn(real.shape[0], g.latent_dim, device=device))
-        d_loss = loss.d_loss(d(real), d(fake))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        d.requires_grad_(False)
-        g_loss = loss.g_loss(d(g(torch.randn(real.shape[0], g.latent_dim, device=device))))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        d.requires_grad_(True)
-        ticks.append(tick(device, step, steps))
-    return ticks
+    return [tick(device, step, steps) for step in plain_loop(cfg, steps, device)]
 
 
 def ganforge(cfg: DictConfig) -> tuple[list[float], float]:

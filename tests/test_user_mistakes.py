@@ -79,7 +79,7 @@ MISTAKES = {
     ),
     "logging every 0 steps": (
         ["trainer.log_every_n_steps=0"],
-        "trainer.log_every_n_steps=0 must be a whole number >= 1 or null (e.g. trainer.log_every_n_steps=10)",
+        "trainer.log_every_n_steps=0 must be a whole number >= 1 or null (e.g. trainer.log_every_n_steps=50)",
     ),
     "epochs not whole": (["trainer.max_epochs=2.5"], "trainer.max_epochs=2.5 must be a whole number or null"),
     "channels as a word": (

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import NoneType, UnionType
@@ -87,6 +88,7 @@ RULES = {
     "num_fixed_samples": Rule(Count, 64),
     "every_n_g_steps": Rule(Count, 250),
     "last_every_n_g_steps": Rule(Count, 50),
+    "last_every_minutes": Rule(Annotated[float, Field(gt=0)], 10),
     "lr": Rule(Annotated[float, Field(gt=0)], 2e-4),
     "betas": Rule(tuple[Beta, Beta], [0.5, 0.999]),
     "weight_decay": Rule(NonNegative, 0),
@@ -94,7 +96,7 @@ RULES = {
     "r1_gamma": Rule(NonNegative, 10),
     "mode_seeking": Rule(NonNegative, 1),
     "ema_decay": Rule(Annotated[float, Field(gt=0, lt=1)] | None, 0.999),
-    "log_every_n_steps": Rule(Count | None, 10),
+    "log_every_n_steps": Rule(Count | None, 50),
     "num_nodes": Rule(Count, 1),
     "devices": Rule(
         Count
@@ -117,6 +119,7 @@ DOWNSTREAM_SETTINGS = {
 TRAIN_SETTINGS = {
     "seed": Rule(int | None, 12345),
     "tags": Rule(list[str], ["dev"]),
+    "float32_matmul_precision": Rule(Literal["highest", "high", "medium"], "high"),
     "metrics.num_samples": Rule(Count, 2000),
     "metrics.num_reference": Rule(Count, 10000),
     "metrics.batch_size": Rule(Count, 250),
@@ -286,9 +289,21 @@ def check_values(cfg: DictConfig, settings: Mapping[str, Rule]) -> None:
         except ImportError:
             continue  # a _target_ that does not exist: instantiating it says so
         for name in node:
-            rule = RULES.get(name) or rules.get(name)
+            rule = stricter(RULES.get(name), rules.get(name))
             if rule is not None and not str(name).startswith("_"):
                 check_value(node, name, f"{key}.{name}" if key else name, rule)
+
+
+def stricter(rule: Rule | None, own: Rule | None) -> Rule | None:
+    """RULES' rule for a name, with null allowed where the target's own hint allows it (e.g. a
+    callback's optional interval), else the target's own rule."""
+    if rule is None or own is None:
+        return rule or own
+    if typing.get_origin(own.type) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        own.type
+    ):
+        return Rule(rule.type | None, rule.example, rule.words)
+    return rule
 
 
 def check_devices(trainer: DictConfig) -> None:

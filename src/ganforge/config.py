@@ -68,6 +68,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("launcher_size", launcher_size, replace=True)
     OmegaConf.register_new_resolver("gpu_precision", gpu_precision, replace=True)
     OmegaConf.register_new_resolver("cuda_available", lambda: torch.cuda.is_available(), replace=True)
+    OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
     OmegaConf.register_new_resolver("wandb_run_id", wandb_run_id, replace=True)
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)

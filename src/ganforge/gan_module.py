@@ -33,15 +33,16 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge.checkpoint_layout import GRAD_SCALERS, RNG, STEPS
+from ganforge.ema import GeneratorEMA
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
 from ganforge.resume import apply_optimizer_settings, fit_ema_state
 from ganforge.rng import rng_states, set_rng_states
 from ganforge.sampling import NoiseSampler
+from ganforge.training_stats import TrainingStats
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -129,17 +130,15 @@ class GANLitModule(LightningModule):
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
         # grids and metrics come from it when it is on
         self.generator_ema = (
-            AveragedModel(
-                generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
-            ).requires_grad_(False)
-            if ema_decay is not None
-            else None
+            GeneratorEMA(generator, ema_decay).requires_grad_(False) if ema_decay is not None else None
         )
         self.g_step = 0
         self.d_step = 0
         self._resumed_rng: dict[str, Any] | None = None
-        self.last_losses: dict[str, Tensor] = {}  # for DivergenceGuard's bound on finite losses
-        self._diverged: Tensor | None = None  # [g_step, network, loss] of the first non-finite loss
+        # losses, D's scores and penalties: on the device, read back once per logging interval
+        self.stats = TrainingStats()
+        self.logged: dict[str, float] = {}  # the last interval's means, for the progress bar
+        self._frozen_for_g: list[nn.Parameter] = []  # D's trainable parameters (`_updating`)
         # the seeded sampler: the grid noise must not depend on (or disturb) the global seed
         noise = NoiseSampler(generator.latent_dim, fixed_noise_seed).noise(range(num_fixed_samples))
         self.register_buffer("fixed_noise", noise)  # persistent: saved in (and restored from) checkpoints
@@ -172,6 +171,7 @@ class GANLitModule(LightningModule):
             self._check_classes(self.trainer.datamodule)
 
     def _set_up_speed(self) -> None:
+        self._frozen_for_g = [p for p in self.discriminator.parameters() if p.requires_grad]
         if self.channels_last:
             for net in (self.generator, self.discriminator, self.generator_ema):
                 if net is not None:
@@ -253,21 +253,28 @@ class GANLitModule(LightningModule):
 
     @contextmanager
     def _updating(self, network: str) -> Iterator[LightningOptimizer]:
-        """Toggle `network`'s optimizer and, under 16-mixed, point Lightning's precision plugin at
-        that network's gradient scaler: it scales the backward, unscales, skips a step with
-        non-finite gradients and adapts the scale, for this network only."""
+        """`network`'s optimizer, with D frozen while G updates and, under 16-mixed, Lightning's
+        precision plugin pointed at that network's gradient scaler: it scales the backward,
+        unscales, skips a step with non-finite gradients and adapts the scale, for this network only.
+
+        One `requires_grad_` per D parameter per G update, as a plain loop does (Lightning's
+        `toggled_optimizer` walks every parameter of both optimisers twice). D's update needs no
+        freezing: G runs under `no_grad` there."""
         opt_g, opt_d = self.optimizers()
-        optimizer = opt_g if network == "generator" else opt_d
+        optimizer, frozen = (opt_g, self._frozen_for_g) if network == "generator" else (opt_d, [])
         scaler = self._grad_scalers.get(network)
         plugin = self.trainer.precision_plugin
-        with self.toggled_optimizer(optimizer):
+        for p in frozen:
+            p.requires_grad_(False)
+        if scaler is not None:
+            plugin.scaler = scaler
+        try:
+            yield optimizer
+        finally:
             if scaler is not None:
-                plugin.scaler = scaler
-            try:
-                yield optimizer
-            finally:
-                if scaler is not None:
-                    plugin.scaler = None
+                plugin.scaler = None
+            for p in frozen:
+                p.requires_grad_(True)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real = batch[0]
@@ -277,8 +284,8 @@ class GANLitModule(LightningModule):
         self.discriminator_step(real, labels)
         if self.d_step % self.d_steps_per_g == 0:
             self.generator_step(len(real), labels)
-        # every batch, not only those with a G update: every logged row carries the generator step
-        self.log("g_step", float(self.g_step), prog_bar=True)
+        if self.logging_due():
+            self.log_statistics()
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None) -> None:
         """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties."""
@@ -287,21 +294,17 @@ class GANLitModule(LightningModule):
                 fake = self(self.sample_noise(len(real)), labels)
             out_real, out_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
             penalties = self.penalties(real, fake, labels)
-            d_loss = self.loss.d_loss(out_real, out_fake) + sum(w * v for w, v in penalties.values())
-            self._check_finite("discriminator", d_loss)
+            d_loss = self.loss.d_loss(out_real, out_fake)
+            if penalties:
+                d_loss = d_loss + sum(w * v for w, v in penalties.values())
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
+        with torch.no_grad():
+            scores = {"d_real": self.loss.score(out_real).mean(), "d_fake": self.loss.score(out_fake).mean()}
+        penalty_values = {name: value for name, (_, value) in penalties.items()}
+        self.stats.record(self.g_step, {"d_loss": d_loss, **scores, **penalty_values})
         self.d_step += 1
-        self.log_dict(
-            {
-                "train/d_loss": d_loss.detach(),
-                "train/d_real": self.loss.score(out_real.detach()).mean(),
-                "train/d_fake": self.loss.score(out_fake.detach()).mean(),
-                **{f"train/{name}": value.detach() for name, (_, value) in penalties.items()},
-            },
-            prog_bar=True,
-        )
 
     def penalties(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> dict[str, tuple[float, Tensor]]:
         """{name: (weight, unweighted penalty)} due at this D step. They act on D itself, unaugmented
@@ -325,54 +328,49 @@ class GANLitModule(LightningModule):
                 labels = torch.cat([labels[:h], labels[:h], labels[2 * h :]])
             fake = self(z, labels)
             g_loss = self.loss.g_loss(self.discriminate(fake, labels))
+            extra = {}
             if self.mode_seeking:
-                ratio = mode_seeking_ratio(fake, z)
-                self.log("train/mode_seeking_ratio", ratio.detach())
+                extra["mode_seeking_ratio"] = ratio = mode_seeking_ratio(fake, z)
                 g_loss = g_loss + self.mode_seeking / (ratio + 1e-5)
-            self._check_finite("generator", g_loss)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
+        self.stats.record(self.g_step, {"g_loss": g_loss, **extra})
         self.g_step += 1
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
         for scheduler in self._schedulers():
             scheduler.step()
-        self.log("train/g_loss", g_loss.detach(), prog_bar=True)
 
-    def _check_finite(self, network: str, loss: Tensor) -> None:
-        """Note, on the device, the first non-finite loss: no host read-back per update (on a GPU
-        each one would wait for the step). `raise_if_diverged` reads it every logging interval
-        and before every checkpoint, so a sweep records the run as failed and no checkpoint
-        after the NaN is written."""
-        loss = loss.detach()
-        self.last_losses[f"train/{network[0]}_loss"] = loss
-        if self._diverged is None or self._diverged.device != loss.device:
-            self._diverged = torch.full((3,), -1.0, device=loss.device)
-        full = partial(torch.full, (), device=loss.device)
-        seen = torch.stack([full(float(self.g_step)), full(float(NETWORKS.index(network))), loss.float()])
-        first = (self._diverged[0] < 0) & ~torch.isfinite(loss)
-        self._diverged = torch.where(first, seen, self._diverged)
+    def logging_due(self) -> bool:
+        """Every `trainer.log_every_n_steps` batches (the batches Lightning writes rows for), at the
+        end of an epoch and at the last step: the only batches that read statistics back."""
+        trainer = self.trainer
+        final = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        return self.d_step % trainer.log_every_n_steps == 0 or final or trainer.is_last_batch
+
+    def log_statistics(self) -> None:
+        """Log the interval's means (one read-back), with the generator step in the same row."""
+        means = self.stats.means()
+        self.raise_if_diverged()
+        self.logged = {"g_step": float(self.g_step), **{f"train/{k}": v for k, v in means.items()}}
+        self.log_dict(self.logged, on_step=True, on_epoch=False)
 
     def raise_if_diverged(self) -> None:
-        """Raise, on every rank, once any rank has seen a non-finite loss (one host read-back)."""
-        here = self._diverged is not None and bool(self._diverged[0] >= 0)
-        anywhere = self.trainer.strategy.reduce_boolean_decision(here, all=False) if self._trainer else here
-        if not anywhere:
+        """Raise, on every rank, once any rank has seen a non-finite statistic (reads them back),
+        so that a sweep records the run as failed and no checkpoint after the NaN is written."""
+        found = self.stats.read()
+        decide = self.trainer.strategy.reduce_boolean_decision if self._trainer else None
+        if not (decide(found is not None, all=False) if decide else found is not None):
             return
-        if not here:
+        if found is None:
             raise TrainingDiverged(
                 f"training diverged at g_step {self.g_step}: a loss is not finite on another rank"
             )
-        assert self._diverged is not None
-        g_step, network, value = self._diverged.tolist()
-        raise TrainingDiverged(
-            f"training diverged at g_step {int(g_step)}: the {NETWORKS[int(network)]} loss is {value}"
+        what = {"d_loss": "the discriminator loss", "g_loss": "the generator loss"}.get(
+            found.name, f"train/{found.name}"
         )
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.d_step % self.trainer.log_every_n_steps == 0:
-            self.raise_if_diverged()
+        raise TrainingDiverged(f"training diverged at g_step {found.g_step}: {what} is {found.value}")
 
     def on_train_end(self) -> None:
         self.raise_if_diverged()

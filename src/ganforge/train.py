@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -314,6 +315,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
                 strategy=gan_strategy(cfg.trainer),
                 plugins=plugins,
             )
+        if isinstance(trainer.accelerator, CUDAAccelerator):
+            torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
         log_run_metadata(trainer.loggers, cfg, model)
     try:
         with without_inapplicable_messages(), setting_up.active():

@@ -1,9 +1,11 @@
 """Stop a run whose losses or weights explode while they are still finite (a learning rate of 1e6
 drives weights to 1e31 without a single NaN), before such weights reach a checkpoint.
 
-Checked every `every_n_g_steps` generator steps (one host read-back for all tensors) and before
-every checkpoint is written. NaN and inf losses are noted on the device by the training step and
-raised by the module every logging interval; this check raises them too, before a checkpoint.
+Checked every `trainer.log_every_n_steps` batches, when the statistics are read back anyway (or
+every `every_n_g_steps` generator steps when set; one host read-back for all tensors), and before
+every checkpoint is written. Losses are bounded by their largest value since the last check (the
+module's on-device statistics); NaN and inf losses are raised by the module every logging interval,
+and by this check too, before a checkpoint.
 """
 
 from __future__ import annotations
@@ -12,23 +14,23 @@ import math
 from itertools import chain
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.gan_module import GANLitModule
+from ganforge.peaks import peak_magnitudes
 
 
 class DivergenceGuard(Callback):
     def __init__(
-        self, max_abs_loss: float = 1e4, max_abs_weight: float = 1e4, every_n_g_steps: int = 10
+        self, max_abs_loss: float = 1e4, max_abs_weight: float = 1e4, every_n_g_steps: int | None = None
     ) -> None:
         for name, value in (("max_abs_loss", max_abs_loss), ("max_abs_weight", max_abs_weight)):
             if not value > 0:
                 raise GanforgeError(f"callbacks.divergence_guard.{name} must be > 0 (e.g. 1e4), got {value}")
-        if every_n_g_steps < 1:
+        if every_n_g_steps is not None and every_n_g_steps < 1:
             raise GanforgeError(
-                f"callbacks.divergence_guard.every_n_g_steps must be >= 1, got {every_n_g_steps}"
+                f"callbacks.divergence_guard.every_n_g_steps must be >= 1 or null, got {every_n_g_steps}"
             )
         self.max_abs_loss = max_abs_loss
         self.max_abs_weight = max_abs_weight
@@ -37,7 +39,11 @@ class DivergenceGuard(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         g = pl_module.g_step
-        if g % self.every_n_g_steps == 0 and g != self._checked_g_step:
+        if self.every_n_g_steps is None:
+            due = pl_module.d_step % trainer.log_every_n_steps == 0
+        else:
+            due = g % self.every_n_g_steps == 0 and g != self._checked_g_step
+        if due:
             self._checked_g_step = g
             self.check(trainer, pl_module)
 
@@ -56,22 +62,27 @@ class DivergenceGuard(Callback):
             )
 
     def problem(self, module: GANLitModule) -> str | None:
-        """What exceeds its bound, or None (one host read-back for all tensors)."""
-        losses = module.last_losses
-        tensors = chain(module.named_parameters(), module.named_buffers())
-        named = [(n, t) for n, t in tensors if t.is_floating_point()]
-        peaks = torch.stack([t.detach().abs().max().float() for _, t in named] + [*losses.values()]).cpu()
-        weights, loss_values = peaks[: len(named)], peaks[len(named) :].abs()
-        if loss_values.numel() and not loss_values.max() <= self.max_abs_loss:
-            i = int(torch.nan_to_num(loss_values, nan=math.inf).argmax())
+        """What exceeds its bound, or None: the losses' peaks since the last check (from the
+        module's statistics) and every weight's, in one fused pass and one read-back."""
+        losses = {k: v for k, v in module.stats.take_peaks().items() if k.endswith("_loss")}
+        named = [
+            (n, t)
+            for n, t in chain(module.named_parameters(), module.named_buffers())
+            if t.is_floating_point()
+        ]
+        weights = peak_magnitudes([t for _, t in named])
+        for name, peak in losses.items():
+            if peak > self.max_abs_loss:
+                return (
+                    f"train/{name} reached {peak:.3g}, beyond "
+                    f"callbacks.divergence_guard.max_abs_loss={self.max_abs_loss:g}"
+                )
+        worst = max(
+            range(len(named)), key=lambda i: math.inf if math.isnan(weights[i]) else weights[i], default=None
+        )
+        if worst is not None and not weights[worst] <= self.max_abs_weight:
             return (
-                f"{list(losses)[i]} is {peaks[len(named) + i].item():.3g}, beyond "
-                f"callbacks.divergence_guard.max_abs_loss={self.max_abs_loss:g}"
-            )
-        if not weights.max() <= self.max_abs_weight:
-            i = int(torch.nan_to_num(weights, nan=math.inf).argmax())
-            return (
-                f"|{named[i][0]}| reached {weights[i].item():.3g}, beyond "
+                f"|{named[worst][0]}| reached {weights[worst]:.3g}, beyond "
                 f"callbacks.divergence_guard.max_abs_weight={self.max_abs_weight:g}"
             )
         return None

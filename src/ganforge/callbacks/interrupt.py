@@ -45,6 +45,10 @@ class GracefulInterrupt(Callback):
         # after Lightning registered its handlers, which its signal connector restores at teardown
         self.pending, self.received, self.ctrl_c = NO_SIGNAL, None, False
         self.started_at_g_step = pl_module.g_step
+        if trainer.world_size > 1:
+            # Lightning broadcasts rank 0's SIGTERM flag before every batch: a collective and a
+            # host wait per batch, and redundant: the agreement below sets that flag on every rank
+            trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = lambda: None
         if threading.current_thread() is threading.main_thread():
             for signum in self.stop_signals:
                 signal.signal(signum, self._on_signal)

@@ -1,0 +1,173 @@
+"""No framework tax on a GPU, counted on the CPU: batches between logging steps read nothing back
+from the device and launch about as many ops as a plain loop; statistics are the interval's means;
+`last.ckpt` follows the clock. Counts are deterministic; times live in bench/host_overhead.py."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ganforge.callbacks.checkpoint import GANCheckpoint
+from ganforge.ema import GeneratorEMA
+from ganforge.host_waits import HostWaitCounter, HostWaitProbe
+from ganforge.plain_loop import plain_loop
+from ganforge.train import train
+from tests.conftest import add_callback
+
+OP_BUDGET = 1.1  # aten ops per batch, against the plain loop's
+
+
+class Probe(HostWaitProbe):
+    """debug=host_waits's probe, kept where the test can read it."""
+
+    last: Probe | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        Probe.last = self
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["model=dcgan"],
+        # EMA (AveragedModel reads its counter at every update), lazy R1, D-only batches
+        [
+            "model=dcgan",
+            "model.ema_decay=0.9",
+            "model.r1_gamma=1",
+            "model.r1_interval=2",
+            "model.d_steps_per_g=2",
+        ],
+    ],
+    ids=["dcgan", "ema+r1+2d"],
+)
+def test_batches_between_logging_steps_wait_for_nothing(make_cfg, settings: list[str]) -> None:
+    cfg = make_cfg(
+        *settings, "max_g_steps=25", "trainer.log_every_n_steps=10",
+        "callbacks.sample_grid.every_n_g_steps=10", "callbacks.sample_quality.every_n_g_steps=10",
+        "metrics.num_samples=100", "metrics.num_reference=100",
+    )  # fmt: skip
+    add_callback(cfg, Probe)
+    train(cfg)
+    probe = Probe.last
+    batches = len(probe.steps)
+    assert batches == 25 * int(settings[-1][-1] if "d_steps" in settings[-1] else 1)
+    # the d_step-th batch; the first makes the optimisers' state and shuffles (CPU tensors on a GPU)
+    between = [c for d, c in enumerate(probe.steps, start=1) if d % 10 and d not in (1, batches)]
+    waits = {site: n for c in between for site, n in c.read_backs.items() if c.device_read_backs}
+    assert not waits, f"read-backs between logging steps: {waits}"
+    assert not [c.from_host for c in between if c.device_from_host]
+    assert sum(c.device_read_backs for c in probe.steps) > 0  # the logging steps do read back
+
+    if settings != ["model=dcgan"]:
+        return  # the plain loop has no EMA or R1 to compare ops with
+    # about as many ops as a plain loop over the same networks
+    counter = HostWaitCounter()
+    plain = []
+    with counter:
+        for _ in plain_loop(cfg, 12, torch.device("cpu")):
+            plain.append(counter.take().ops)
+    budget = OP_BUDGET * statistics.median(plain[2:])
+    ops = max(c.ops for c in between)
+    assert ops <= budget, f"{ops} aten ops in a batch, plain loop {statistics.median(plain[2:])}"
+
+
+def test_host_waits_probe_reports_the_lines_that_wait(make_cfg) -> None:
+    cfg = make_cfg("debug=host_waits", "max_g_steps=12", "trainer.log_every_n_steps=4", "metrics=none")
+    add_callback(cfg, Probe)
+    train(cfg)
+    report = Probe.last.report()
+    assert report.startswith("host waits: 3 of 12 training batches read a device value back")
+    assert "training_stats.py" in report  # the statistics' read-back, once per interval
+    assert "(CPU-resident optimiser state: no wait)" in report
+
+
+class PerUpdate(Callback):
+    """Every statistic the module records, read back here (a test may wait)."""
+
+    values: list[dict[str, float]] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        PerUpdate.values = []
+        record = pl_module.stats.record
+
+        def noted(g_step: int, values: dict[str, torch.Tensor]) -> None:
+            PerUpdate.values.append({k: float(v.detach()) for k, v in values.items()})
+            record(g_step, values)
+
+        pl_module.stats.record = noted
+
+
+def test_logged_statistics_are_the_means_over_each_interval(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("max_g_steps=12", "trainer.log_every_n_steps=4", "metrics=none", "logger=csv")
+    add_callback(cfg, PerUpdate)
+    _, outputs = train(cfg)
+    with open(outputs["metrics"]) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/d_loss")]
+    assert [int(float(r["g_step"])) for r in rows] == [4, 8, 12]
+    d_updates = [v for v in PerUpdate.values if "d_loss" in v]
+    g_updates = [v for v in PerUpdate.values if "g_loss" in v]
+    for i, row in enumerate(rows):
+        for name, updates in (("d_loss", d_updates), ("d_real", d_updates), ("g_loss", g_updates)):
+            expected = statistics.fmean(u[name] for u in updates[4 * i : 4 * i + 4])
+            assert float(row[f"train/{name}"]) == pytest.approx(expected, rel=1e-6), (i, name)
+
+
+class FakeClock(Callback):
+    """Twenty seconds of wall time per batch, seen by GANCheckpoint; which g_steps wrote last.ckpt."""
+
+    saved: list[int] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        FakeClock.saved = []
+        checkpoint = next(c for c in trainer.callbacks if isinstance(c, GANCheckpoint))
+        checkpoint.clock = lambda: 20.0 * pl_module.d_step
+        checkpoint.on_train_start(trainer, pl_module)  # Lightning ran its hooks before this one's
+        save = checkpoint.save
+
+        def noted(trainer: Trainer, numbered: bool) -> None:
+            FakeClock.saved.append(trainer.lightning_module.g_step)
+            save(trainer, numbered)
+
+        checkpoint.save = noted
+
+
+def test_last_checkpoint_follows_the_clock(make_cfg) -> None:
+    cfg = make_cfg(
+        "max_g_steps=13", "metrics=none", "trainer.log_every_n_steps=2",
+        "callbacks.model_checkpoint.last_every_minutes=1", "callbacks.model_checkpoint.every_n_g_steps=1000",
+    )  # fmt: skip
+    add_callback(cfg, FakeClock)
+    train(cfg)
+    # a minute is three batches; the clock is read every second batch; and the last step
+    assert FakeClock.saved == [4, 8, 12, 13]
+
+
+def test_generator_ema_matches_averaged_model_bitwise_without_reading_back() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+    reference = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ema = GeneratorEMA(net, 0.9)
+    for _ in range(4):
+        net(torch.randn(2, 1, 5, 5)).sum().backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= 0.1 * p.grad
+        reference.update_parameters(net)
+        with HostWaitCounter() as counter:
+            ema.update_parameters(net)
+        assert not counter.count.read_backs
+    for key, value in reference.state_dict().items():
+        assert torch.equal(ema.state_dict()[key], value), key
+    resumed = GeneratorEMA(net, 0.9)
+    resumed.load_state_dict(ema.state_dict())
+    reference.update_parameters(net)
+    resumed.update_parameters(net)  # continues with a lerp, not the first update's copy
+    assert all(torch.equal(resumed.state_dict()[k], v) for k, v in reference.state_dict().items())
