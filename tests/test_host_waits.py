@@ -15,6 +15,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganforge.callbacks.checkpoint import GANCheckpoint
+from ganforge.callbacks.wall_clock import WallClock
 from ganforge.ema import GeneratorEMA
 from ganforge.host_waits import HostWaitCounter, HostWaitProbe
 from ganforge.plain_loop import plain_loop
@@ -121,15 +122,18 @@ def test_logged_statistics_are_the_means_over_each_interval(make_cfg, tmp_path: 
 
 
 class FakeClock(Callback):
-    """Twenty seconds of wall time per batch, seen by GANCheckpoint; which g_steps wrote last.ckpt."""
+    """Twenty seconds of wall time per batch for every callback's WallClock; which g_steps wrote
+    last.ckpt."""
 
     saved: list[int] = []
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         FakeClock.saved = []
+        for callback in trainer.callbacks:
+            for clock in [v for v in vars(callback).values() if isinstance(v, WallClock)]:
+                clock.clock = lambda: 20.0 * pl_module.d_step
+                clock.restart()
         checkpoint = next(c for c in trainer.callbacks if isinstance(c, GANCheckpoint))
-        checkpoint.clock = lambda: 20.0 * pl_module.d_step
-        checkpoint.on_train_start(trainer, pl_module)  # Lightning ran its hooks before this one's
         save = checkpoint.save
 
         def noted(trainer: Trainer, numbered: bool) -> None:
@@ -139,15 +143,22 @@ class FakeClock(Callback):
         checkpoint.save = noted
 
 
-def test_last_checkpoint_follows_the_clock(make_cfg) -> None:
+def test_periodic_work_follows_the_clock(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(
-        "max_g_steps=13", "metrics=none", "trainer.log_every_n_steps=2",
+        "max_g_steps=13", "trainer.log_every_n_steps=2", "metrics.num_samples=100",
         "callbacks.model_checkpoint.last_every_minutes=1", "callbacks.model_checkpoint.every_n_g_steps=1000",
+        "callbacks.sample_quality.every_n_g_steps=null", "callbacks.sample_quality.every_n_minutes=1",
+        "callbacks.sample_grid.every_n_g_steps=null", "callbacks.sample_grid.every_n_minutes=2",
     )  # fmt: skip
     add_callback(cfg, FakeClock)
-    train(cfg)
+    _, outputs = train(cfg)
     # a minute is three batches; the clock is read every second batch; and the last step
     assert FakeClock.saved == [4, 8, 12, 13]
+    with open(outputs["metrics"]) as f:
+        evaluated = [int(float(r["g_step"])) for r in csv.DictReader(f) if r.get("val/fid")]
+    assert evaluated == [4, 8, 12, 13]
+    grids = sorted(p.name for p in (tmp_path / "run" / "samples").glob("g_step_*.png"))
+    assert grids == [f"g_step_{g:07d}.png" for g in (0, 6, 12, 13)]  # two minutes: six batches
 
 
 def test_generator_ema_matches_averaged_model_bitwise_without_reading_back() -> None:

@@ -48,12 +48,12 @@ MISTAKES = {
     ),
     "sample grid every 0 steps": (
         ["callbacks.sample_grid.every_n_g_steps=0"],
-        "callbacks.sample_grid.every_n_g_steps=0 must be a whole number >= 1 "
+        "callbacks.sample_grid.every_n_g_steps=0 must be a whole number >= 1 or null "
         "(e.g. callbacks.sample_grid.every_n_g_steps=250)",
     ),
     "checkpoint every 0 steps": (
         ["callbacks.model_checkpoint.last_every_n_g_steps=0"],
-        "callbacks.model_checkpoint.last_every_n_g_steps=0 must be a whole number >= 1 "
+        "callbacks.model_checkpoint.last_every_n_g_steps=0 must be a whole number >= 1 or null "
         "(e.g. callbacks.model_checkpoint.last_every_n_g_steps=50)",
     ),
     "negative learning rate": (

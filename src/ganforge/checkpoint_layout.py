@@ -7,7 +7,8 @@
 
 Each file is Lightning's checkpoint (weights, optimizer states, loops, callback states) plus the
 entries below. Writers: `callbacks.checkpoint` (the files), `callbacks.store_config.StoreConfig`
-(CONFIG), `GANLitModule.on_save_checkpoint` (STEPS, RNG, GRAD_SCALERS). Readers: `ganforge.checkpoint`.
+(CONFIG), `GANLitModule.on_save_checkpoint` (STEPS, RNG, GRAD_SCALERS, TRAINING_STATS). Readers:
+`ganforge.checkpoint`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ CONFIG = "ganforge"  # {"config": the resolved run config, "version"}: the file 
 STEPS = "gan_steps"  # {"g_step", "d_step"}: budgets, file names and sample grids count these
 RNG = "rng_states"  # every RNG at the batch boundary: a resumed run draws the noise it would have drawn
 GRAD_SCALERS = "grad_scalers"  # one GradScaler state per network (trainer.precision=16-mixed only)
+# the logging interval in progress (host sums): a resumed run logs the same means as one never stopped
+TRAINING_STATS = "training_stats"
 
 DIRECTORY = "checkpoints"
 LAST = "last.ckpt"

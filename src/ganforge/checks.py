@@ -89,6 +89,7 @@ RULES = {
     "every_n_g_steps": Rule(Count, 250),
     "last_every_n_g_steps": Rule(Count, 50),
     "last_every_minutes": Rule(Annotated[float, Field(gt=0)], 10),
+    "every_n_minutes": Rule(Annotated[float, Field(gt=0)], 5),
     "lr": Rule(Annotated[float, Field(gt=0)], 2e-4),
     "betas": Rule(tuple[Beta, Beta], [0.5, 0.999]),
     "weight_decay": Rule(NonNegative, 0),

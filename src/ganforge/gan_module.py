@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ganforge.checkpoint_layout import GRAD_SCALERS, RNG, STEPS
+from ganforge.checkpoint_layout import GRAD_SCALERS, RNG, STEPS, TRAINING_STATS
 from ganforge.ema import GeneratorEMA
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
@@ -385,6 +385,7 @@ class GANLitModule(LightningModule):
         checkpoint[STEPS] = {"g_step": self.g_step, "d_step": self.d_step}
         # saved at a batch boundary: the noise of the next batch is drawn from exactly these states
         checkpoint[RNG] = rng_states()
+        checkpoint[TRAINING_STATS] = self.stats.state_dict()
         if self._grad_scalers:
             checkpoint[GRAD_SCALERS] = {name: s.state_dict() for name, s in self._grad_scalers.items()}
 
@@ -394,6 +395,8 @@ class GANLitModule(LightningModule):
             raise GanforgeError(f"checkpoint has no '{STEPS}': it was not written by ganforge's GANLitModule")
         self.g_step, self.d_step = steps["g_step"], steps["d_step"]
         self._resumed_rng = checkpoint.get(RNG)
+        if TRAINING_STATS in checkpoint:  # older checkpoints: the first interval averages fewer steps
+            self.stats.load_state_dict(checkpoint[TRAINING_STATS])
         # what this run's config says wins over the checkpoint's (ganforge.resume says which and why)
         apply_optimizer_settings(
             checkpoint, [self.optimizer_g, self.optimizer_d], [self.scheduler_g, self.scheduler_d]

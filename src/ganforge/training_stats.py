@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -69,3 +70,15 @@ class TrainingStats:
         self.read()
         peaks, self._peaks = self._peaks, {}
         return peaks
+
+    def state_dict(self) -> dict[str, Any]:
+        """The interval in progress, read back (a checkpoint's copy: resuming continues it)."""
+        self.read()
+        return {"sums": dict(self._sums), "counts": dict(self._counts), "peaks": dict(self._peaks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sums, self._counts, self._peaks = (
+            dict(state["sums"]),
+            dict(state["counts"]),
+            dict(state["peaks"]),
+        )

@@ -6,8 +6,7 @@ written at a batch boundary, so resuming from it continues exactly:
 - `last.ckpt` every `last_every_minutes` of wall time (overwritten: a crash loses minutes, not
   hours; on a GPU a step count would mean a write every second), or every `last_every_n_g_steps`
   when set, at the final step, and when SIGTERM or Ctrl-C stops the run (after the step in progress).
-  The clock is read every `trainer.log_every_n_steps` batches, where all ranks of a multi-process
-  run agree whether it is time (one reduce per interval, never a collective per batch).
+  (ganforge.callbacks.wall_clock says when).
 Lightning's own end-of-training save comes after the fit loop has counted a stopped epoch as
 finished; a checkpoint from there resumes one epoch ahead, so the final save happens here instead.
 
@@ -16,8 +15,6 @@ finished; a checkpoint from there resumes one epoch ahead, so the final save hap
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ganforge.callbacks.sample_quality import SampleQualityCallback
+from ganforge.callbacks.wall_clock import WallClock
 from ganforge.checkpoint_layout import BEST, NUMBERED
 from ganforge.errors import GanforgeError
 
@@ -44,11 +42,6 @@ class GANCheckpoint(ModelCheckpoint):
         ):
             if value is not None and value < 1:
                 raise GanforgeError(f"callbacks.model_checkpoint.{name} must be >= 1 or null, got {value}")
-        if last_every_minutes is not None and not last_every_minutes > 0:
-            raise GanforgeError(
-                "callbacks.model_checkpoint.last_every_minutes must be > 0 (e.g. 10) or null, "
-                f"got {last_every_minutes}"
-            )
         # the triggers are generator steps and minutes, counted here: Lightning's own are off
         super().__init__(
             dirpath,
@@ -61,14 +54,12 @@ class GANCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=False,
         )
         self.every_n_g_steps = every_n_g_steps
-        self.last_every_minutes = last_every_minutes
         self.last_every_n_g_steps = last_every_n_g_steps
-        self.clock: Callable[[], float] = time.monotonic
+        self.last_clock = WallClock(last_every_minutes, "callbacks.model_checkpoint.last_every_minutes")
         self._saved_g_step: int | None = None
-        self._saved_at = 0.0
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._saved_at = self.clock()
+        self.last_clock.restart()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         g = pl_module.g_step
@@ -77,14 +68,8 @@ class GANCheckpoint(ModelCheckpoint):
         final = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
         numbered = g % self.every_n_g_steps == 0
         by_steps = self.last_every_n_g_steps is not None and g % self.last_every_n_g_steps == 0
-        if numbered or final or by_steps or self._time_for_last(trainer, pl_module):
+        if numbered or final or by_steps or self.last_clock.due(trainer, pl_module):
             self.save(trainer, numbered=numbered)
-
-    def _time_for_last(self, trainer: Trainer, pl_module: LightningModule) -> bool:
-        if self.last_every_minutes is None or pl_module.d_step % trainer.log_every_n_steps:
-            return False
-        due = self.clock() - self._saved_at >= 60 * self.last_every_minutes
-        return trainer.strategy.reduce_boolean_decision(due, all=False)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """SIGTERM (and Ctrl-C, which ganforge turns into the same path) stops the loop after a batch."""
@@ -102,7 +87,7 @@ class GANCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
         self._saved_g_step = trainer.lightning_module.g_step
-        self._saved_at = self.clock()
+        self.last_clock.restart()
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -1,4 +1,5 @@
-"""Save a grid of samples from the module's fixed noise every N generator steps (and at the end).
+"""Save a grid of samples from the module's fixed noise every N generator steps and/or every N minutes
+(ganforge.callbacks.wall_clock), at the start and at the end.
 Conditional models get one column per class; 2-D points (the mixtures) become scatter plots.
 
 The same noise at every step makes grids comparable over training; it lives in the checkpoint, so
@@ -16,6 +17,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import make_grid, save_image
 
+from ganforge.callbacks.wall_clock import WallClock
 from ganforge.gan_module import GANLitModule
 from ganforge.tracking import log_image
 
@@ -38,9 +40,17 @@ def scatter_plot(points: Tensor, modes: Tensor, size: int) -> Tensor:
 
 
 class SampleGrid(Callback):
-    def __init__(self, dirpath: str, every_n_g_steps: int = 200, nrow: int = 8, plot_size: int = 256) -> None:
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_g_steps: int | None = 250,
+        every_n_minutes: float | None = None,
+        nrow: int = 8,
+        plot_size: int = 256,
+    ) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_g_steps = every_n_g_steps
+        self.wall_clock = WallClock(every_n_minutes, "callbacks.sample_grid.every_n_minutes")
         self.nrow = nrow
         self.plot_size = plot_size  # 2-D point data: scatter plots, this many pixels wide
         self.last_saved: int | None = None
@@ -61,6 +71,7 @@ class SampleGrid(Callback):
         save_image(grid, path)
         log_image(trainer.loggers, "samples", grid, step=max(module.d_step - 1, 0), g_step=module.g_step)
         self.last_saved = module.g_step
+        self.wall_clock.restart()
         return path
 
     def picture(
@@ -93,7 +104,8 @@ class SampleGrid(Callback):
         self.save(trainer, pl_module)  # the starting point: untrained (or resumed) generator
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
-        if pl_module.g_step % self.every_n_g_steps == 0:
+        by_steps = self.every_n_g_steps is not None and pl_module.g_step % self.every_n_g_steps == 0
+        if by_steps or self.wall_clock.due(trainer, pl_module):
             self.save(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

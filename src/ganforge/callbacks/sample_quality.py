@@ -1,4 +1,5 @@
-"""Measure the generator during training: every N generator steps (and at the last step), generate
+"""Measure the generator during training: every N generator steps and/or every N minutes
+(ganforge.callbacks.wall_clock), and at the last step, generate
 `metrics.num_samples` images, log `val/fid` (+ `val/kid`, `val/is`, `val/classes_covered`,
 `val/class_kl` when on) and `val/fid_best` (what sweeps minimise); `BestCheckpoint` keeps the state
 at the best value as `checkpoints/best.ckpt`.
@@ -17,6 +18,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
+from ganforge.callbacks.wall_clock import WallClock
 from ganforge.gan_module import GANLitModule
 from ganforge.metrics.base import SampleEvaluator
 from ganforge.metrics.evaluator import build_evaluator
@@ -25,11 +27,17 @@ log = logging.getLogger(__name__)
 
 
 class SampleQualityCallback(Callback):
-    def __init__(self, metrics: DictConfig | dict[str, Any], every_n_g_steps: int = 250) -> None:
+    def __init__(
+        self,
+        metrics: DictConfig | dict[str, Any],
+        every_n_g_steps: int | None = 250,
+        every_n_minutes: float | None = None,
+    ) -> None:
         self.settings = (
             OmegaConf.to_container(metrics, resolve=True) if isinstance(metrics, DictConfig) else metrics
         )
         self.every_n_g_steps = every_n_g_steps
+        self.wall_clock = WallClock(every_n_minutes, "callbacks.sample_quality.every_n_minutes")
         self.evaluator: SampleEvaluator | None = None
         self.best_value = math.inf
         self.last_values: dict[str, float] = {}  # the latest evaluation (checkpointed: a restart knows it)
@@ -54,14 +62,20 @@ class SampleQualityCallback(Callback):
         if self.evaluator is not None and trainer.is_global_zero:
             log.info("sample-quality protocol: %s", self.evaluator.protocol)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.wall_clock.restart()
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         module: GANLitModule = pl_module
         g = module.g_step
         last = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-        due = g > 0 and (g % self.every_n_g_steps == 0 or last)
-        if self.evaluator is None or not due or g == self.last_g_step:
+        by_steps = self.every_n_g_steps is not None and g % self.every_n_g_steps == 0
+        if self.evaluator is None or g == 0 or g == self.last_g_step:
+            return
+        if not (by_steps or last or self.wall_clock.due(trainer, module)):
             return
         self.last_g_step = g
+        self.wall_clock.restart()
         values = self.evaluator.evaluate(
             module, trainer.strategy.root_device, trainer.global_rank, trainer.world_size
         )
