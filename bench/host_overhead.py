@@ -11,9 +11,10 @@ G update, nothing else) and for ganforge (default callbacks and loggers; `metric
   Python data (`torch.tensor(x)`: a host-to-device copy on a GPU) are counted too;
 - aten ops (about one kernel launch each on a GPU);
 - Python calls (`sys.setprofile` 'call' events);
-- thread CPU time (median), in a pass of its own without any instrumentation.
-Each loop runs three times (counts, calls, time); each figure is per step, over the steps after
-`--warmup`. Run it alone on the machine (the times; the counts are deterministic).
+- thread CPU time (median), in passes of their own without any instrumentation: `--rounds` passes
+  per loop, the loops taking turns (the machine drifts), the median of the passes' medians.
+Each figure is per step, over the steps after `--warmup`. Run it alone on the machine (the times;
+the counts are deterministic).
 """
 
 from __future__ import annotations
@@ -87,15 +88,27 @@ class Probe:
 
 
 class ProbeCallback(Callback):
+    """A step runs from one batch's start to the next's (its hooks, the loggers, the next batch's
+    loading), as ganforge.host_waits.HostWaitProbe counts it: first among the callbacks."""
+
     probe: Probe
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        ProbeCallback.probe.start()
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        trainer.callbacks.remove(self)
+        trainer.callbacks.insert(0, self)
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        ProbeCallback.probe.step()
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started = False
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self.started:
+            ProbeCallback.probe.step()
+        else:
+            ProbeCallback.probe.start()
+            self.started = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        ProbeCallback.probe.step()
         ProbeCallback.probe.stop()
 
 
@@ -136,36 +149,49 @@ def summary(counts: list[StepCount], calls: list[int], times: list[float]) -> di
 
 
 def measure(
-    run: Callable[[DictConfig, Probe], None], config: Callable[[str], DictConfig], warmup: int
-) -> dict:
-    passes = {}
-    for kind in ("counts", "calls", "time"):
-        probe = Probe(kind)
-        run(config(kind), probe)
-        passes[kind] = probe.values[warmup:]
-    return summary(passes["counts"], passes["calls"], passes["time"])
+    run: Callable[[DictConfig, Probe], None], config: Callable[[str], DictConfig], kind: str, warmup: int
+) -> list:
+    probe = Probe(kind)
+    run(config(kind), probe)
+    return probe.values[warmup:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes per loop, interleaved")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every ganforge row")
     opts = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("WANDB_MODE", "offline")
-    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         common = [*TINY, f"max_g_steps={opts.steps}", f"paths.log_dir={tmp}/logs",
                   f"paths.cache_dir={tmp}/cache", *opts.extra]  # fmt: skip
+        runs = itertools.count()
 
         def config(*extra: str) -> Callable[[str], DictConfig]:
-            names = itertools.count()
-            return lambda kind: train_config([*common, *extra], Path(tmp) / f"{kind}{next(names)}{len(rows)}")
+            return lambda kind: train_config([*common, *extra], Path(tmp) / f"{kind}{next(runs)}")
 
-        rows["raw PyTorch loop"] = measure(raw_loop, config(), opts.warmup)
-        rows["ganforge, default callbacks + loggers"] = measure(ganforge, config(), opts.warmup)
-        rows["ganforge, `metrics=none`"] = measure(ganforge, config("metrics=none"), opts.warmup)
+        loops = {
+            "raw PyTorch loop": (raw_loop, config()),
+            "ganforge, default callbacks + loggers": (ganforge, config()),
+            "ganforge, `metrics=none`": (ganforge, config("metrics=none")),
+        }
+        counted = {
+            name: [measure(*loop, kind, opts.warmup) for kind in ("counts", "calls")]
+            for name, loop in loops.items()
+        }
+        # the times: each loop once per round, the rounds one after the other (the machine drifts)
+        times: dict[str, list[float]] = {name: [] for name in loops}
+        for _ in range(opts.rounds):
+            for name, loop in loops.items():
+                times[name].append(statistics.median(measure(*loop, "time", opts.warmup)))
+    rows = {name: summary(*counted[name], [statistics.median(times[name])]) for name in loops}
+    for name in loops:
+        rows[name]["thread CPU ms, median step, each round"] = " / ".join(
+            f"{1000 * t:.2f}" for t in times[name]
+        )
     raw = rows["raw PyTorch loop"]
     figures = [k for k in raw if k not in ("sites", "steps")]
     print(f"DCGAN 8x8, width 2, batch 4, one thread; {opts.steps} steps, figures after {opts.warmup}")
@@ -175,7 +201,8 @@ def main() -> None:
         cells = []
         for row in rows.values():
             value = row[figure]
-            ratio = f" ({value / raw[figure]:.2f}x)" if "median" in figure and raw[figure] else ""
+            numeric = isinstance(value, int | float) and "median" in figure and raw[figure]
+            ratio = f" ({value / raw[figure]:.2f}x)" if numeric else ""
             cells.append(f"{value:.3g}{ratio}" if isinstance(value, float) else f"{value}{ratio}")
         print(f"| {figure} | " + " | ".join(cells) + " |")
     for name, row in rows.items():

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import statistics
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -78,6 +80,56 @@ def test_batches_between_logging_steps_wait_for_nothing(make_cfg, settings: list
     budget = OP_BUDGET * statistics.median(plain[2:])
     ops = max(c.ops for c in between)
     assert ops <= budget, f"{ops} aten ops in a batch, plain loop {statistics.median(plain[2:])}"
+
+
+# Python calls per batch, against the plain loop's: 2.6 with ganforge.profiler.NoProfiler, 3.1 with
+# Lightning's PassThroughProfiler, 11 before issue 30 (deterministic for given library versions)
+CALL_BUDGET = 3
+
+
+class CallCounter(Callback):
+    """Python calls (`sys.setprofile` 'call' events) of each batch from the 3rd to the 9th."""
+
+    per_batch: list[int] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if pl_module.d_step == 2:
+            CallCounter.per_batch, self.calls = [], 0
+            sys.setprofile(self.count)
+        elif 2 < pl_module.d_step <= 9:
+            CallCounter.per_batch.append(self.calls)
+            self.calls = 0
+        if pl_module.d_step == 9:
+            sys.setprofile(None)
+
+    def count(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            self.calls += 1
+
+
+def test_a_batch_makes_few_python_calls_beside_a_plain_loop(make_cfg) -> None:
+    """Each hook of each callback costs Lightning a few calls, and a batch visits ~8 hooks: a
+    callback that does Lightning's own bookkeeping per batch (`should_update_logs`: ~200 calls)
+    or a profiler context per hook shows here."""
+    cfg = make_cfg("model=dcgan", "max_g_steps=12", "trainer.log_every_n_steps=50")
+    add_callback(cfg, CallCounter)
+    train(cfg)
+    calls = []
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls[-1] += 1
+
+    steps = plain_loop(cfg, 9, torch.device("cpu"))
+    for _ in range(3):
+        next(steps)
+    for _ in range(6):
+        calls.append(0)
+        sys.setprofile(count)
+        next(steps)
+        sys.setprofile(None)
+    ratio = statistics.median(CallCounter.per_batch) / statistics.median(calls)
+    assert ratio <= CALL_BUDGET, (CallCounter.per_batch, calls)
 
 
 def test_host_waits_probe_reports_the_lines_that_wait(make_cfg) -> None:
