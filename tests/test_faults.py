@@ -119,7 +119,9 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
     assert command[:2] == ["python", "train.py"] and command[-1].startswith("ckpt_path=")
     saved = Path(command[-1].removeprefix("ckpt_path="))
     g_step = int(message.split("g_step ")[1].split(",")[0])
-    assert torch.load(saved, **LOADS)["gan_steps"]["g_step"] == g_step > 3
+    # >= : the signal can land while batch 3's hooks still run (its grid is written), and then the
+    # run stops after batch 3, as it should
+    assert torch.load(saved, **LOADS)["gan_steps"]["g_step"] == g_step >= 3
     run_dir = saved.parent.parent
     assert '"status": "interrupted"' in (run_dir / "job.json").read_text()
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ganforge.callbacks.progress_bar import GANProgressBar
 from ganforge.checkpoint import load_checkpoint, load_model
-from ganforge.config import gpu_precision
+from ganforge.config import gpu_precision, instantiate
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.gan_module import GANLitModule
 from ganforge.losses import NonSaturatingLoss
@@ -293,3 +293,32 @@ def test_compile_channels_last_and_bf16_train_under_ddp(tmp_path: Path, run_scri
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["gan_steps"] == {"g_step": 4, "d_step": 4}
     assert not any(k.startswith(("_orig_mod", "module.")) or "._orig_mod." in k for k in ckpt["state_dict"])
+
+
+@pytest.mark.parametrize(
+    ("model", "switches", "refused"),
+    [
+        ("dcgan", ["model.compile=true", "model.channels_last=true"], True),
+        ("cdcgan", ["model.compile=true", "model.channels_last=true"], True),
+        ("dcgan", ["model.compile=true"], False),
+        ("dcgan", ["model.channels_last=true"], False),
+        (
+            "sngan",
+            ["model.compile=true", "model.channels_last=true"],
+            False,
+        ),  # up-sampling, no transposed conv
+    ],
+)
+def test_compile_with_channels_last_is_refused_on_cuda_where_it_crashes(
+    make_cfg, model: str, switches: list[str], refused: bool
+) -> None:
+    """PyTorch issue 171622: train.py asks the module before fit on a CUDA trainer (tests/test_gpu.py
+    runs that path on a GPU)."""
+    module = instantiate(make_cfg(f"model={model}", *switches).model)
+    if refused:
+        with pytest.raises(
+            GanforgeError, match=r"crashes .* on CUDA .*PyTorch issue 171622.*model.compile=false"
+        ):
+            module.check_switches_on_cuda()
+    else:
+        module.check_switches_on_cuda()

@@ -170,6 +170,18 @@ class GANLitModule(LightningModule):
         if self._trainer is not None and self.trainer.datamodule is not None:
             self._check_classes(self.trainer.datamodule)
 
+    def check_switches_on_cuda(self) -> None:
+        """Refuse what crashes on CUDA, before anything is built: compile + channels_last with
+        transposed convolutions fails in G's backward there (PyTorch issue 171622: inductor's
+        `convolution_backward` predicts NCHW strides for channels_last ConvTranspose2d; CPU is fine)."""
+        transposed = any(isinstance(m, nn.ConvTranspose2d) for m in self.generator.modules())
+        if self.compile_networks and self.channels_last and transposed:
+            raise GanforgeError(
+                "model.compile=true with model.channels_last=true crashes in the generator's backward on "
+                "CUDA (transposed convolutions, PyTorch issue 171622); drop one of them, e.g. "
+                "model.compile=false"
+            )
+
     def _set_up_speed(self) -> None:
         self._frozen_for_g = [p for p in self.discriminator.parameters() if p.requires_grad]
         if self.channels_last:
