@@ -12,6 +12,10 @@ eagerly, since compiled graphs have none); `channels_last` stores conv weights a
 NHWC, the layout tensor cores read; under `trainer.precision=16-mixed` each network keeps its own
 gradient scaler (below).
 
+Statistics (losses, D's scores, penalties) stay on the device and are logged as each logging
+interval's means (`ganforge.training_stats`): a batch between logging steps makes the host wait for
+nothing (README "Speed").
+
 Conditional models (`num_classes` set) pass class labels to both networks: the discriminator sees
 real images with their labels and fakes with the labels they were generated for, which are the
 real batch's labels (so generated classes follow the data's class frequencies).
@@ -340,7 +344,7 @@ class GANLitModule(LightningModule):
                 labels = torch.cat([labels[:h], labels[:h], labels[2 * h :]])
             fake = self(z, labels)
             g_loss = self.loss.g_loss(self.discriminate(fake, labels))
-            extra = {}
+            extra: dict[str, Tensor] = {}
             if self.mode_seeking:
                 extra["mode_seeking_ratio"] = ratio = mode_seeking_ratio(fake, z)
                 g_loss = g_loss + self.mode_seeking / (ratio + 1e-5)
