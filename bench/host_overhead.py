@@ -138,7 +138,7 @@ def summary(counts: list[StepCount], calls: list[int], times: list[float]) -> di
         "batches with a device read-back": sum(1 for n in device if n),
         "device read-backs, median step": statistics.median(device),
         "device read-backs, all steps": sum(device),
-        "optimiser-counter reads, all steps": sum(
+        "CPU-side reads (optimiser counters, data loading), all steps": sum(
             n for c in counts for s, n in c.read_backs.items() if s.startswith(CPU_RESIDENT)
         ),
         "tensors from Python data, all steps": sum(c.device_from_host for c in counts),

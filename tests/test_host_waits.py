@@ -62,8 +62,7 @@ def test_batches_between_logging_steps_wait_for_nothing(make_cfg, settings: list
     probe = Probe.last
     batches = len(probe.steps)
     assert batches == 25 * int(settings[-1][-1] if "d_steps" in settings[-1] else 1)
-    # the d_step-th batch; the first makes the optimisers' state and shuffles (CPU tensors on a GPU)
-    between = [c for d, c in enumerate(probe.steps, start=1) if d % 10 and d not in (1, batches)]
+    between = [c for d, c in enumerate(probe.steps, start=1) if d % 10 and d != batches]  # the d-th batch
     waits = {site: n for c in between for site, n in c.read_backs.items() if c.device_read_backs}
     assert not waits, f"read-backs between logging steps: {waits}"
     assert not [c.from_host for c in between if c.device_from_host]
@@ -78,7 +77,7 @@ def test_batches_between_logging_steps_wait_for_nothing(make_cfg, settings: list
         for _ in plain_loop(cfg, 12, torch.device("cpu")):
             plain.append(counter.take().ops)
     budget = OP_BUDGET * statistics.median(plain[2:])
-    ops = max(c.ops for c in between)
+    ops = max(c.ops for c in between[1:])  # the first batch also makes the optimisers' state
     assert ops <= budget, f"{ops} aten ops in a batch, plain loop {statistics.median(plain[2:])}"
 
 
@@ -139,7 +138,7 @@ def test_host_waits_probe_reports_the_lines_that_wait(make_cfg) -> None:
     report = Probe.last.report()
     assert report.startswith("host waits: 3 of 12 training batches read a device value back")
     assert "training_stats.py" in report  # the statistics' read-back, once per interval
-    assert "(CPU-resident optimiser state: no wait)" in report
+    assert "(CPU-resident: optimiser counters, data loading; no wait)" in report
 
 
 class PerUpdate(Callback):

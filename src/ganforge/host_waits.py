@@ -8,8 +8,9 @@ that asked for them, together with every aten op (about one kernel launch each o
 
 `HostWaitCounter` is a dispatch mode: `with HostWaitCounter() as counter: ...`. `HostWaitProbe`
 is a callback (`debug=host_waits`) that keeps one count per training batch and, at the end of
-the fit, prints which lines read back on how many batches. Reads of the optimisers' step counters
-(`torch/optim`) are listed apart: those tensors live on the CPU even when the weights are on a GPU.
+the fit, prints which lines read back on how many batches. Reads by the optimisers' step counters
+(`torch/optim`) and by data loading are listed apart: those tensors live on the CPU even when the
+weights are on a GPU.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ READ_BACK = torch.ops.aten._local_scalar_dense.default
 FROM_HOST = torch.ops.aten.lift_fresh.default  # torch.tensor / torch.as_tensor of Python data
 PATCHED = ("tolist", "cpu", "numpy")  # read-backs that do not dispatch an aten op
 TORCH = str(Path(torch.__file__).parent) + os.sep
-CPU_RESIDENT = TORCH + "optim" + os.sep  # optimisers' `step` counters: CPU tensors on every device
+SITE_PACKAGES = os.path.dirname(TORCH.rstrip(os.sep)) + os.sep
+# code whose tensors live on the CPU on every machine: the optimisers' `step` counters, data loading
+# (samplers, loaders, packs); their reads make no GPU wait
+CPU_RESIDENT = (
+    TORCH + "optim" + os.sep,
+    TORCH + os.path.join("utils", "data") + os.sep,
+    SITE_PACKAGES + "torchdata" + os.sep,
+    os.path.join(os.path.dirname(__file__), "datamodules") + os.sep,
+)
 
 
 @dataclass
@@ -150,6 +159,10 @@ class HostWaitProbe(Callback):
             f"(a GPU waits for its queue to drain at each); {ops:g} aten ops in the median batch"
         ]
         for site, n in sites.most_common():
-            apart = "  (CPU-resident optimiser state: no wait)" if site.startswith(CPU_RESIDENT) else ""
+            apart = (
+                "  (CPU-resident: optimiser counters, data loading; no wait)"
+                if site.startswith(CPU_RESIDENT)
+                else ""
+            )
             lines.append(f"  {n:6d} reads on {batches[site]:5d} batches  {site}{apart}")
         return "\n".join(lines)
