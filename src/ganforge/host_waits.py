@@ -43,6 +43,13 @@ CPU_RESIDENT = (
     SITE_PACKAGES + "torchdata" + os.sep,
     os.path.join(os.path.dirname(__file__), "datamodules") + os.sep,
 )
+# where a GPU trains, a CPU tensor's read waits for nothing; on a CPU-only machine every tensor stands
+# in for the device tensor it would be on a GPU
+ACCELERATED = torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def waits(tensor: torch.Tensor) -> bool:
+    return tensor.device.type != "cpu" or not ACCELERATED
 
 
 @dataclass
@@ -61,7 +68,7 @@ class StepCount:
 
 
 def caller() -> str:
-    """file:line of the innermost frame outside torch (torch.optim counts as a caller)."""
+    """file:line of the innermost frame outside torch (CPU-resident torch code counts as a caller)."""
     frame = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
@@ -84,9 +91,9 @@ class HostWaitCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         self.count.ops += 1
-        if func is READ_BACK:
+        if func is READ_BACK and waits(args[0]):
             self.count.read_backs[caller()] += 1
-        elif func is FROM_HOST:
+        elif func is FROM_HOST and waits(args[0]):
             self.count.from_host[caller()] += 1
         return func(*args, **(kwargs or {}))
 
@@ -104,7 +111,8 @@ class HostWaitCounter(TorchDispatchMode):
 
     def _counted(self, method: Any) -> Any:
         def read_back(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            self.count.read_backs[caller()] += 1
+            if waits(tensor):
+                self.count.read_backs[caller()] += 1
             return method(tensor, *args, **kwargs)
 
         return read_back
