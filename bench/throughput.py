@@ -40,6 +40,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
 from train_config import train_config  # bench/, beside this script
 
+from ganforge.errors import GanforgeError
 from ganforge.plain_loop import plain_loop
 from ganforge.train import train
 
@@ -152,10 +153,14 @@ def main() -> None:
             rows = {"raw PyTorch loop (fp32)": (raw_loop(config("raw"), opts.steps, device), None)}
             rows["ganforge, default callbacks + loggers"] = ganforge(config("default"))
             rows["ganforge, `metrics=none`"] = ganforge(config("none", "metrics=none"))
+            refused = {}
             for variant in variants:
-                rows[f"ganforge, `metrics=none`, {variant}"] = ganforge(
-                    config(variant, "metrics=none", *VARIANTS[variant])
-                )
+                try:
+                    rows[f"ganforge, `metrics=none`, {variant}"] = ganforge(
+                        config(variant, "metrics=none", *VARIANTS[variant])
+                    )
+                except GanforgeError as err:  # e.g. compile + channels_last on CUDA (PyTorch issue 171622)
+                    refused[f"ganforge, `metrics=none`, {variant}"] = str(err)
             again = raw_loop(config("raw2"), opts.steps, device)  # drift over the run
             rows["raw PyTorch loop (fp32), again at the end"] = (again, None)
         floor = steady(rows["raw PyTorch loop (fp32)"][0], opts.warmup)
@@ -168,6 +173,8 @@ def main() -> None:
                 f"{everything:.2f} | {everything * batch:.0f} | {everything / floor_all:.3f} | {up} |",
                 flush=True,
             )
+        for loop, reason in refused.items():
+            print(f"| {data} | {batch} | {loop} | refused: {reason} |||||||", flush=True)
 
 
 if __name__ == "__main__":
