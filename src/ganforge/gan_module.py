@@ -143,6 +143,7 @@ class GANLitModule(LightningModule):
         self.stats = TrainingStats()
         self.logged: dict[str, float] = {}  # the last interval's means, for the progress bar
         self._frozen_for_g: list[nn.Parameter] = []  # D's trainable parameters (`_updating`)
+        self._checked_d_step: int | None = None  # the batch `raise_if_diverged` last found all finite
         # the seeded sampler: the grid noise must not depend on (or disturb) the global seed
         noise = NoiseSampler(generator.latent_dim, fixed_noise_seed).noise(range(num_fixed_samples))
         self.register_buffer("fixed_noise", noise)  # persistent: saved in (and restored from) checkpoints
@@ -375,9 +376,12 @@ class GANLitModule(LightningModule):
     def raise_if_diverged(self) -> None:
         """Raise, on every rank, once any rank has seen a non-finite statistic (reads them back),
         so that a sweep records the run as failed and no checkpoint after the NaN is written."""
+        if self._checked_d_step == self.d_step:
+            return  # decided at this batch already (the logging step, then the guard or a checkpoint)
         found = self.stats.read()
         decide = self.trainer.strategy.reduce_boolean_decision if self._trainer else None
         if not (decide(found is not None, all=False) if decide else found is not None):
+            self._checked_d_step = self.d_step  # the same on every rank: they all decided here
             return
         if found is None:
             raise TrainingDiverged(
