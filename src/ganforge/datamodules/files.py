@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 import torchvision.transforms.v2 as T
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from ganforge.datamodules.base import ImageDataModule
 from ganforge.datamodules.image_file import MAX_ASPECT, UNREADABLE, describe, read_image
@@ -41,6 +43,7 @@ def in_memory_limit(world_size: int) -> int:
 
 Split = tuple[list[Path], list[int]]
 PACK_BATCH = 256  # images a pack-building worker decodes per batch
+DecodedBatch = tuple[np.ndarray, list[int], list[tuple[int, str]]]  # images, their indices, unreadable ones
 
 
 def unreadable(path: Path, reason: str) -> GanforgeError:
@@ -99,31 +102,57 @@ class ImageFiles(Dataset):
         )
 
 
-class Decoded(Dataset):
-    """(index, image or the reason it is unreadable) of `files`, for a pack build: the main process
-    then skips or stops, and logs, as `skip_unreadable` says (a worker's log or traceback is not the
-    user's)."""
-
-    def __init__(self, files: ImageFiles) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[int, Tensor | str]:
+def decoded_batch(files: ImageFiles, start: int) -> DecodedBatch:
+    """The images `start` to `start + PACK_BATCH` of `files` stacked in one array (one transfer from a
+    worker, not one per image), their indices, and the unreadable ones with their reasons: the main
+    process then skips or stops, and logs, as `skip_unreadable` says (a worker's log is not the user's)."""
+    kept: list[tuple[int, Tensor]] = []
+    problems: list[tuple[int, str]] = []
+    for i in range(start, min(start + PACK_BATCH, len(files))):
         try:
-            return i, self.files.decode(i)
+            kept.append((i, files.decode(i)))
         except UNREADABLE as err:
-            return i, describe(err)
+            problems.append((i, describe(err)))
+    images = torch.stack([x for _, x in kept]).numpy() if kept else np.empty(0, np.uint8)
+    return images, [i for i, _ in kept], problems
 
 
-def decoded_batch(items: list[tuple[int, Tensor | str]]) -> tuple[Tensor, Tensor, list[tuple[int, str]]]:
-    """One tensor of a worker's decoded images (one shared-memory transfer, not one per image), their
-    indices, and the unreadable ones with their reasons."""
-    kept = [(i, x) for i, x in items if not isinstance(x, str)]
-    problems = [(i, x) for i, x in items if isinstance(x, str)]
-    images = torch.stack([x for _, x in kept]) if kept else torch.empty(0, dtype=torch.uint8)
-    return images, torch.tensor([i for i, _ in kept], dtype=torch.long), problems
+_worker_files: ImageFiles | None = None  # what a pack-building worker process decodes
+
+
+def _start_worker(files: ImageFiles) -> None:
+    global _worker_files
+    _worker_files = files
+    torch.set_num_threads(1)  # one image at a time per process, as in a DataLoader worker
+
+
+def _decode_in_worker(start: int) -> DecodedBatch:
+    assert _worker_files is not None
+    return decoded_batch(_worker_files, start)
+
+
+def decoded_in_order(files: ImageFiles, workers: int) -> Iterator[DecodedBatch]:
+    """`decoded_batch` over all of `files`, in order, from `workers` processes (this one if fewer than 2).
+
+    A process pool, not a DataLoader: a worker that dies (the out-of-memory killer) is a
+    `BrokenProcessPool` at the next result, and the pool is gone before the error reaches the user. A
+    failed DataLoader iterator kept its other workers and queues alive for as long as its error was
+    referenced, and processes forked meanwhile inherited them."""
+    starts = range(0, len(files), PACK_BATCH)
+    if workers < 2:
+        yield from (decoded_batch(files, start) for start in starts)
+        return
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(files,))
+    try:
+        pending: deque[Future] = deque()
+        for start in starts:
+            pending.append(pool.submit(_decode_in_worker, start))
+            if len(pending) > 2 * workers:  # decoded batches waiting for the writer stay few
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 class FileImageDataModule(ImageDataModule):
@@ -174,24 +203,19 @@ class FileImageDataModule(ImageDataModule):
         return TensorDataset(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
     def pack_source(self, split: str, files: ImageFiles) -> Source:
-        """What the pack of one split is built from: its files decoded in order by loader processes."""
+        """What the pack of one split is built from: its files decoded in order by worker processes."""
         identity = {
             "files": hashlib.blake2b(files.fingerprint().encode(), digest_size=16).hexdigest(),
             "skip unreadable": self.skip_unreadable,
         }
 
         def batches(workers: int) -> Iterator[tuple[Tensor, Tensor]]:
-            loader = DataLoader(
-                Decoded(files), batch_size=PACK_BATCH, num_workers=workers if workers > 1 else 0,
-                collate_fn=decoded_batch,
-                generator=torch.Generator(),  # its seed draw leaves the global RNG alone (not random)
-            )  # fmt: skip
             labels = torch.as_tensor(files.labels, dtype=torch.long)
-            for images, indices, problems in loader:
+            for images, indices, problems in decoded_in_order(files, workers):
                 for i, reason in problems:
                     files.unreadable(i, reason)
-                if len(indices):
-                    yield images, labels[indices]
+                if indices:
+                    yield torch.from_numpy(images), labels[indices]
 
         name = f"{self.name}-{split}-{self.image_size}px"
         return Source(name, identity, len(files), batches, str(Path(self.data_dir)))

@@ -26,6 +26,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,9 +220,8 @@ def build(source: Source, folder: Path, workers: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if died(err):
             raise GanforgeError(
-                f"a decoding process died while packing {source.origin or source.name} "
-                f"({' '.join(str(err).split()).rstrip('.')}); nothing was kept: rerun to build the pack "
-                "again (if memory ran out, free some first)"
+                f"a decoding process died while packing {source.origin or source.name}; nothing was kept: "
+                "rerun to build the pack again (if memory ran out, free some first)"
             ) from err
         cause = None if isinstance(err, GanforgeError) else os_error(err)  # not a decoding error: a write
         if cause is not None:
@@ -232,6 +232,9 @@ def build(source: Source, folder: Path, workers: int) -> None:
 
 
 def died(err: BaseException) -> bool:
-    """Whether `err` is torch's report of a DataLoader worker that died (SIGKILL, the out-of-memory
-    killer): torch raises a plain RuntimeError, from the loader or from its SIGCHLD handler."""
-    return isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid")
+    """Whether `err` reports a worker process that died (SIGKILL, the out-of-memory killer): a pack
+    build's `BrokenProcessPool`, or torch's plain RuntimeError for a DataLoader worker (from the loader
+    or from its SIGCHLD handler)."""
+    return isinstance(err, BrokenProcessPool) or (
+        isinstance(err, RuntimeError) and str(err).startswith("DataLoader worker (pid")
+    )
