@@ -4,8 +4,9 @@
 # cut short still returns what it measured:
 #   gpu.txt          the GPU, the driver, python/torch/lightning versions
 #   throughput64.md  DCGAN 64x64 (CelebA's shape), batch 256: raw loop vs ganforge and the switches
-#   tests.txt        the GPU tests (tests/test_gpu.py, tests/test_speed.py)
-#   throughput32.md  DCGAN 32x32, batch 64: raw loop vs ganforge
+#                    (bf16, channels_last, compile, CUDA graphs), with TFLOP/s
+#   tests.txt        the GPU tests (tests/test_gpu.py, tests/test_speed.py): graphs against eager
+#   throughput32.md  DCGAN 32x32, batch 64: raw loop vs ganforge, plain and trainer=gpu_fast
 #   fid.txt          a 10k-sample evaluation with cached reference statistics
 #
 #   bench/gpu_check.sh wheels   # here, with network: the pure-Python packages the GPU image lacks
@@ -59,11 +60,12 @@ run)
   fi
   section gpu.txt 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     $PY -c 'import sys, torch, lightning, hydra, ganforge.train; print(sys.version.split()[0], torch.__version__, lightning.__version__, hydra.__version__, torch.cuda.get_device_name())'"
-  section throughput64.md 210 "$PY" bench/throughput.py --device cuda --sizes 64 --batches 256 \
-    --steps 300 --warmup 50 --variants bf16 bf16+channels_last bf16+channels_last+compile --extra logger=csv
+  section throughput64.md 240 "$PY" bench/throughput.py --device cuda --sizes 64 --batches 256 \
+    --steps 300 --warmup 50 --variants bf16 bf16+channels_last bf16+channels_last+compile graphs \
+    bf16+channels_last+graphs --extra logger=csv
   section tests.txt 120 "$PY" -m pytest -p no:cacheprovider -q -rs -x tests/test_gpu.py tests/test_speed.py
-  section throughput32.md 90 "$PY" bench/throughput.py --device cuda --sizes 32 --batches 64 \
-    --steps 300 --warmup 50 --variants --extra logger=csv
+  section throughput32.md 120 "$PY" bench/throughput.py --device cuda --sizes 32 --batches 64 \
+    --steps 300 --warmup 50 --variants bf16+channels_last+graphs --extra logger=csv
   # a 10k-sample evaluation: a short GPU run makes the checkpoint and the cached reference statistics
   section fid.txt 150 bash -c "$PY train.py trainer=gpu max_g_steps=200 logger=csv paths.log_dir=$OUT/logs \
     extras.print_config=false > /tmp/gpu_train.txt 2>&1 || tail -20 /tmp/gpu_train.txt

@@ -2,7 +2,7 @@
 optimisers and data loader (the floor: nothing but the two updates), and the speed switches.
 
     .venv/bin/python bench/throughput.py [--device cpu|cuda] [--sizes 32 64] [--batches 64 256]
-        [--steps 300] [--warmup 50] [--variants bf16 channels_last compile ...] [--celeba DIR]
+        [--steps 300] [--warmup 50] [--variants bf16 channels_last compile graphs ...] [--celeba DIR]
         [--extra OVERRIDE ...]   # appended to every ganforge row, e.g. logger=csv where W&B is absent
 
 Rows, for DCGAN at each image size (32: digits; 64: digits resized to 64x64x3, the shape of
@@ -11,16 +11,18 @@ CelebA-64, or the CelebA folder given with --celeba), per batch size:
 - ganforge, default callbacks and loggers (checkpoints, divergence guard, sample grids, sample
   quality, rich progress bar; CSV + offline W&B);
 - ganforge, metrics off (`metrics=none`, still checkpoints, grids, guard and loggers);
-- ganforge, metrics off, with each `--variants` entry: bf16-mixed, channels_last, compile, alone and
-  combined (the default on a GPU: all of them; on a CPU: none);
+- ganforge, metrics off, with each `--variants` entry: bf16-mixed, channels_last, compile, CUDA graphs,
+  alone and combined (the default on a GPU: all of them; on a CPU: none);
 - the raw loop again, last: how much the machine drifted during the run.
 
-Generator steps/s after `--warmup` steps, two ways: a typical step (1 / the median interval between
-two generator steps) and overall (the wall clock to the last step, including the periodic
-evaluations, grids and checkpoints). On a GPU both loops synchronise every `SYNC_EVERY` generator
-steps and at the last, so the clock sees finished work, not queued kernels. Start-up (Python and
-imports once; `train()` to the first step per row) is reported separately. Every row of a table
-comes from one run of this script; run it alone on the machine.
+TFLOP/s: the raw loop's FLOPs per generator step (torch's FlopCounterMode: both updates, forward and
+backward) times the row's median rate, beside the ~790 TFLOP/s an H200 sustains in bf16 on large matrix
+products. Generator steps/s after `--warmup` steps, two ways: a typical step (1 / the median interval
+between two generator steps) and overall (the wall clock to the last step, including the periodic
+evaluations, grids and checkpoints). On a GPU both loops synchronise every `SYNC_EVERY` generator steps
+and at the last, so the clock sees finished work, not queued kernels. Start-up (Python and imports once;
+`train()` to the first step per row) is reported separately. Every row of a table comes from one run of
+this script; run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
+from torch.utils.flop_counter import FlopCounterMode
 from train_config import train_config  # bench/, beside this script
 
 from ganforge.errors import GanforgeError
@@ -52,6 +55,10 @@ VARIANTS = {
     "bf16+channels_last": ["trainer.precision=bf16-mixed", "model.channels_last=true"],
     "bf16+channels_last+compile": [
         "trainer.precision=bf16-mixed", "model.channels_last=true", "model.compile=true",
+    ],
+    "graphs": ["model.cuda_graphs=true"],
+    "bf16+channels_last+graphs": [  # trainer=gpu_fast
+        "trainer.precision=bf16-mixed", "model.channels_last=true", "model.cuda_graphs=true",
     ],
 }  # fmt: skip
 
@@ -83,6 +90,15 @@ def steady(ticks: list[float], warmup: int) -> float:
 def overall(ticks: list[float], warmup: int) -> float:
     """Generator steps per second from step `warmup` to the last, everything included."""
     return (len(ticks) - warmup) / (ticks[-1] - ticks[warmup - 1])
+
+
+def flops_per_step(cfg: DictConfig, device: torch.device) -> float:
+    """FLOPs of one generator step of the raw loop: its D and G updates, forward and backward."""
+    steps = plain_loop(cfg, 2, device)
+    next(steps)  # lazy initialisation outside the count
+    with FlopCounterMode(display=False) as counter:
+        next(steps)
+    return counter.get_total_flops()
 
 
 def raw_loop(cfg: DictConfig, steps: int, device: torch.device) -> list[float]:
@@ -132,10 +148,10 @@ def main() -> None:
     )
     print(f"DCGAN on {name}, {opts.steps} generator steps, rates after {opts.warmup}")
     print(
-        "| data | batch | loop | G steps/s (median step) | images/s | vs raw | G steps/s overall | "
+        "| data | batch | loop | G steps/s (median step) | images/s | TFLOP/s | vs raw | G steps/s overall | "
         "images/s overall | vs raw | `train()` to first step |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     for size, batch in itertools.product(opts.sizes, opts.batches):
         data, data_args = data_overrides(size, opts.celeba)
@@ -150,6 +166,7 @@ def main() -> None:
             def config(run: str, *extra: str, common: list[str] = common, tmp: str = tmp) -> DictConfig:
                 return train_config([*common, *extra], Path(tmp) / run)
 
+            flops = flops_per_step(config("flops"), device)
             rows = {"raw PyTorch loop (fp32)": (raw_loop(config("raw"), opts.steps, device), None)}
             rows["ganforge, default callbacks + loggers"] = ganforge(config("default"))
             rows["ganforge, `metrics=none`"] = ganforge(config("none", "metrics=none"))
@@ -169,12 +186,13 @@ def main() -> None:
             rate, everything = steady(ticks, opts.warmup), overall(ticks, opts.warmup)
             up = "-" if startup is None else f"{startup:.1f} s"
             print(
-                f"| {data} | {batch} | {loop} | {rate:.2f} | {rate * batch:.0f} | {rate / floor:.3f} | "
-                f"{everything:.2f} | {everything * batch:.0f} | {everything / floor_all:.3f} | {up} |",
+                f"| {data} | {batch} | {loop} | {rate:.2f} | {rate * batch:.0f} | {rate * flops / 1e12:.1f} "
+                f"| {rate / floor:.3f} | {everything:.2f} | {everything * batch:.0f} | "
+                f"{everything / floor_all:.3f} | {up} |",
                 flush=True,
             )
         for loop, reason in refused.items():
-            print(f"| {data} | {batch} | {loop} | refused: {reason} |||||||", flush=True)
+            print(f"| {data} | {batch} | {loop} | refused: {reason} ||||||||", flush=True)
 
 
 if __name__ == "__main__":

@@ -319,6 +319,6 @@ def test_compile_with_channels_last_is_refused_on_cuda_where_it_crashes(
         with pytest.raises(
             GanforgeError, match=r"crashes .* on CUDA .*PyTorch issue 171622.*model.compile=false"
         ):
-            module.check_switches_on_cuda()
+            module.check_switches_on_cuda("bf16-mixed", 1)
     else:
-        module.check_switches_on_cuda()
+        module.check_switches_on_cuda("bf16-mixed", 1)

@@ -9,8 +9,9 @@ own counters `g_step`/`d_step` are what budgets, sample grids and checkpoint nam
 Speed switches (README "Speed"): `compile` runs G and D through `torch.compile` (the modules
 themselves stay uncompiled, so checkpoints hold plain weights; the penalties' double backward runs
 eagerly, since compiled graphs have none); `channels_last` stores conv weights and image batches
-NHWC, the layout tensor cores read; under `trainer.precision=16-mixed` each network keeps its own
-gradient scaler (below).
+NHWC, the layout tensor cores read; `cuda_graphs` captures each kind of update's forward and
+backward pass once and replays it (`ganforge.cuda_graphs`; the optimizer steps stay outside); under
+`trainer.precision=16-mixed` each network keeps its own gradient scaler (below).
 
 Statistics (losses, D's scores, penalties) stay on the device and are logged as each logging
 interval's means (`ganforge.training_stats`): a batch between logging steps makes the host wait for
@@ -39,6 +40,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from ganforge.checkpoint_layout import GRAD_SCALERS, RNG, STEPS, TRAINING_STATS
+from ganforge.cuda_graphs import GraphedUpdates, graph_capture
 from ganforge.ema import GeneratorEMA
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
@@ -83,6 +85,7 @@ class GANLitModule(LightningModule):
         num_classes: int | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        cuda_graphs: bool = False,
         augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -129,6 +132,8 @@ class GANLitModule(LightningModule):
         self.num_classes = num_classes
         self.compile_networks = compile  # not `self.compile`: that is nn.Module.compile()
         self.channels_last = channels_last
+        self.cuda_graphs = cuda_graphs
+        self._graphed: GraphedUpdates | None = None  # on CUDA with cuda_graphs: the updates, captured
         self._compiled: dict[str, Callable[..., Tensor]] = {}  # a plain dict: not submodules, not saved
         self._grad_scalers: dict[str, torch.amp.GradScaler] = {}  # 16-mixed only, see `_updating`
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
@@ -175,16 +180,34 @@ class GANLitModule(LightningModule):
         if self._trainer is not None and self.trainer.datamodule is not None:
             self._check_classes(self.trainer.datamodule)
 
-    def check_switches_on_cuda(self) -> None:
-        """Refuse what crashes on CUDA, before anything is built: compile + channels_last with
-        transposed convolutions fails in G's backward there (PyTorch issue 171622: inductor's
-        `convolution_backward` predicts NCHW strides for channels_last ConvTranspose2d; CPU is fine)."""
+    def check_switches_on_cuda(self, precision: str, world_size: int) -> None:
+        """Refuse what fails on CUDA, before anything is built: compile + channels_last with
+        transposed convolutions crashes in G's backward there (PyTorch issue 171622: inductor's
+        `convolution_backward` predicts NCHW strides for channels_last ConvTranspose2d; CPU is fine);
+        a CUDA graph cannot replay what decides on the host at every step or reduces across ranks."""
         transposed = any(isinstance(m, nn.ConvTranspose2d) for m in self.generator.modules())
         if self.compile_networks and self.channels_last and transposed:
             raise GanforgeError(
                 "model.compile=true with model.channels_last=true crashes in the generator's backward on "
                 "CUDA (transposed convolutions, PyTorch issue 171622); drop one of them, e.g. "
                 "model.compile=false"
+            )
+        if not self.cuda_graphs:
+            return
+        if self.compile_networks:
+            raise GanforgeError(
+                "model.cuda_graphs=true and model.compile=true both take over the kernel launches; "
+                "keep one of them"
+            )
+        if precision == "16-mixed":
+            raise GanforgeError(
+                "model.cuda_graphs=true cannot replay fp16's gradient scaling (it checks for overflow on "
+                "the host at every step); use trainer.precision=bf16-mixed or set model.cuda_graphs=false"
+            )
+        if world_size > 1:
+            raise GanforgeError(
+                f"model.cuda_graphs=true runs on one GPU, not {world_size} (DDP reduces gradients during "
+                "the backward pass, which the graphs do not capture); set model.cuda_graphs=false"
             )
 
     def _set_up_speed(self) -> None:
@@ -195,6 +218,14 @@ class GANLitModule(LightningModule):
                     net.to(memory_format=torch.channels_last)
         if self.compile_networks and not self._compiled:
             self._compiled = {name: torch.compile(getattr(self, name)) for name in NETWORKS}
+        if self.cuda_graphs and self._graphed is None:
+            device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+            capture = graph_capture(device)
+            if capture is None:
+                log.warning("model.cuda_graphs=true needs a CUDA GPU: the updates run eagerly here")
+            else:
+                networks = [*self.generator.parameters(), *self.discriminator.parameters()]
+                self._graphed = GraphedUpdates([p for p in networks if p.requires_grad], capture)
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
         if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
             # Lightning's one scaler would let an overflow in D's update shrink G's scale (and skip
@@ -305,33 +336,44 @@ class GANLitModule(LightningModule):
             self.log_statistics()
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None) -> None:
-        """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties."""
+        """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties.
+        Lazy R1 (StyleGAN2): every `r1_interval`-th step, weighted by the interval, so the average pull
+        stays gamma / 2 at a fraction of the cost."""
+        r1_due = bool(self.r1_gamma) and self.d_step % self.r1_interval == 0
         with self._updating("discriminator") as opt_d:
-            with torch.no_grad():
-                fake = self(self.sample_noise(len(real)), labels)
-            out_real, out_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
-            penalties = self.penalties(real, fake, labels)
-            d_loss = self.loss.d_loss(out_real, out_fake)
-            if penalties:
-                d_loss = d_loss + sum(w * v for w, v in penalties.values())
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
+            update = partial(self.discriminator_update, opt_d, r1_due)
+            stats = self._run(("discriminator", r1_due), update, real, labels)
             opt_d.step()
-        with torch.no_grad():
-            scores = {"d_real": self.loss.score(out_real).mean(), "d_fake": self.loss.score(out_fake).mean()}
-        penalty_values = {name: value for name, (_, value) in penalties.items()}
-        self.stats.record(self.g_step, {"d_loss": d_loss, **scores, **penalty_values})
+        self.stats.record(self.g_step, stats)
         self.d_step += 1
 
-    def penalties(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> dict[str, tuple[float, Tensor]]:
+    def discriminator_update(
+        self, opt_d: LightningOptimizer, r1_due: bool, real: Tensor, labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """D's loss and gradients (the step is the caller's); its statistics."""
+        with torch.no_grad():
+            fake = self(self.sample_noise(len(real)), labels)
+        out_real, out_fake = self.discriminate(real, labels), self.discriminate(fake, labels)
+        penalties = self.penalties(real, fake, labels, r1_due)
+        d_loss = self.loss.d_loss(out_real, out_fake)
+        if penalties:
+            d_loss = d_loss + sum(w * v for w, v in penalties.values())
+        opt_d.zero_grad(set_to_none=self._graphed is None)  # graphs write into the same gradients
+        self.manual_backward(d_loss)
+        with torch.no_grad():
+            scores = {"d_real": self.loss.score(out_real).mean(), "d_fake": self.loss.score(out_fake).mean()}
+        return {"d_loss": d_loss, **scores, **{name: value for name, (_, value) in penalties.items()}}
+
+    def penalties(
+        self, real: Tensor, fake: Tensor, labels: Tensor | None, r1_due: bool
+    ) -> dict[str, tuple[float, Tensor]]:
         """{name: (weight, unweighted penalty)} due at this D step. They act on D itself, unaugmented
-        and uncompiled (they differentiate twice). Lazy R1 (StyleGAN2): every `r1_interval`-th step,
-        weighted by the interval, so the average pull stays gamma / 2 at a fraction of the cost."""
+        and uncompiled (they differentiate twice)."""
         critic = partial(self.discriminate, labels=labels, augment=False, eager=True)
         due: dict[str, tuple[float, Tensor]] = {}
         if self.gradient_penalty:
             due["gp"] = (self.gradient_penalty, gradient_penalty(critic, real, fake))
-        if self.r1_gamma and self.d_step % self.r1_interval == 0:
+        if r1_due:
             due["r1"] = (0.5 * self.r1_gamma * self.r1_interval, r1_penalty(critic, real))
         return due
 
@@ -339,25 +381,39 @@ class GANLitModule(LightningModule):
         """min_G  -E[log D(G(z))] (or the loss's own form), plus mode seeking; then the EMA and the
         schedulers advance, once per generator step."""
         with self._updating("generator") as opt_g:
-            z = self.sample_noise(n)
-            if self.mode_seeking and labels is not None:  # pairs (i, i + n/2) share their class
-                h = n // 2
-                labels = torch.cat([labels[:h], labels[:h], labels[2 * h :]])
-            fake = self(z, labels)
-            g_loss = self.loss.g_loss(self.discriminate(fake, labels))
-            extra: dict[str, Tensor] = {}
-            if self.mode_seeking:
-                extra["mode_seeking_ratio"] = ratio = mode_seeking_ratio(fake, z)
-                g_loss = g_loss + self.mode_seeking / (ratio + 1e-5)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss)
+            stats = self._run(("generator", n), partial(self.generator_update, opt_g, n), labels)
             opt_g.step()
-        self.stats.record(self.g_step, {"g_loss": g_loss, **extra})
+        self.stats.record(self.g_step, stats)
         self.g_step += 1
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
         for scheduler in self._schedulers():
             scheduler.step()
+
+    def generator_update(
+        self, opt_g: LightningOptimizer, n: int, labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """G's loss and gradients through a frozen D (the step is the caller's); its statistics."""
+        z = self.sample_noise(n)
+        if self.mode_seeking and labels is not None:  # pairs (i, i + n/2) share their class
+            h = n // 2
+            labels = torch.cat([labels[:h], labels[:h], labels[2 * h :]])
+        fake = self(z, labels)
+        g_loss = self.loss.g_loss(self.discriminate(fake, labels))
+        extra: dict[str, Tensor] = {}
+        if self.mode_seeking:
+            extra["mode_seeking_ratio"] = ratio = mode_seeking_ratio(fake, z)
+            g_loss = g_loss + self.mode_seeking / (ratio + 1e-5)
+        opt_g.zero_grad(set_to_none=self._graphed is None)
+        self.manual_backward(g_loss)
+        return {"g_loss": g_loss, **extra}
+
+    def _run(
+        self, name: tuple[str, Any], update: Callable[..., dict[str, Tensor]], *inputs: Tensor | None
+    ) -> dict[str, Tensor]:
+        """`update(*inputs)`: eagerly, or replayed from its CUDA graph under `cuda_graphs`."""
+        given = [x for x in inputs if x is not None]  # labels only for conditional models
+        return update(*given) if self._graphed is None else self._graphed(name, update, *given)
 
     def logging_due(self) -> bool:
         """Every `trainer.log_every_n_steps` batches (the batches Lightning writes rows for), at the

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 REFUSED_MODEL_KEYS = ("generator", "discriminator", "num_classes")
 OPTIMIZERS = ("optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d")
 APPLIED_MODEL_KEYS = ("d_steps_per_g", "ema_decay")
-SILENT_MODEL_KEYS = ("compile", "channels_last")  # how the run computes, not what
+SILENT_MODEL_KEYS = ("compile", "channels_last", "cuda_graphs")  # how the run computes, not what
 # where the images are and how they are loaded, not which images: everything else defines the data set
 DATA_LOADING_KEYS = (
     "data_dir", "num_workers", "pin_memory", "pack", "pack_dir", "download", "in_memory", "skip_unreadable",

@@ -316,7 +316,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
                 plugins=plugins,
             )
         if isinstance(trainer.accelerator, CUDAAccelerator):
-            model.check_switches_on_cuda()
+            model.check_switches_on_cuda(str(trainer.precision), trainer.world_size)
             torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
         log_run_metadata(trainer.loggers, cfg, model)
     try:
