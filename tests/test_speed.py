@@ -5,6 +5,7 @@ without a read-back per step still never reaches a checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import open_dict
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from ganforge import gan_module
 from ganforge.callbacks.progress_bar import GANProgressBar
 from ganforge.checkpoint import load_checkpoint, load_model
 from ganforge.config import gpu_precision, instantiate
@@ -322,3 +325,75 @@ def test_compile_with_channels_last_is_refused_on_cuda_where_it_crashes(
             module.check_switches_on_cuda("bf16-mixed", 1)
     else:
         module.check_switches_on_cuda("bf16-mixed", 1)
+
+
+class CastCount(Callback):
+    """Casts of D's weights (`aten._to_copy` of one of them) in each training batch."""
+
+    per_batch: list[int] = []
+
+    def on_train_batch_start(self, trainer: Trainer, module: LightningModule, *args: object) -> None:
+        self.casts = WeightCasts({p.data_ptr() for p in module.discriminator.parameters()}).__enter__()
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: object) -> None:
+        self.casts.__exit__(None, None, None)
+        CastCount.per_batch.append(self.casts.count)
+
+
+class WeightCasts(TorchDispatchMode):
+    def __init__(self, weights: set[int]) -> None:
+        super().__init__()
+        self.weights, self.count = weights, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._to_copy.default and args[0].data_ptr() in self.weights
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("r1", [False, True], ids=["no R1", "R1"])
+def test_under_bf16_each_update_casts_each_weight_once(
+    make_cfg, monkeypatch: pytest.MonkeyPatch, r1: bool
+) -> None:
+    """D's weights are used twice in a D update (real and fake batches), three times with R1, and
+    once in a G update: one cast per update instead of one per use (the conv and linear weights;
+    batch norm runs in fp32)."""
+    switches = [
+        "model=dcgan", *SMALL_NETWORKS["dcgan"], "trainer.precision=bf16-mixed", "metrics=none",
+        "max_g_steps=2", f"+callbacks.casts._target_={__name__}.CastCount", *(["model.r1_gamma=1"] * r1),
+    ]  # fmt: skip
+    CastCount.per_batch = []
+    train(cfg := make_cfg(*switches, run="cached"))
+    monkeypatch.setattr(gan_module, "casts_cached", lambda enabled: contextlib.nullcontext())
+    train(make_cfg(*switches, run="uncached"))
+    layers = [
+        m for m in instantiate(cfg.model).discriminator.modules() if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    weights = sum(len(list(m.parameters())) for m in layers)
+    uses = 3 if r1 else 2
+    assert CastCount.per_batch == [2 * weights] * 2 + [(uses + 1) * weights] * 2
+
+
+def test_channels_last_batches_arrive_nhwc(tmp_path: Path) -> None:
+    """The uint8 -> float conversion writes NHWC: no step copies the batch into it again."""
+    trained(
+        tmp_path,
+        tmp_path / "cache",
+        "model=dcgan",
+        *SPEED_MODEL,
+        "model.channels_last=true",
+        "data.channels=3",
+        BATCH,
+    )
+    assert BatchLayout.seen and all(BatchLayout.seen)
+
+
+class BatchLayout(Callback):
+    seen: list[bool] = []
+
+    def on_train_batch_start(
+        self, trainer: Trainer, module: LightningModule, batch: object, *args: object
+    ) -> None:
+        BatchLayout.seen.append(batch[0].is_contiguous(memory_format=torch.channels_last))
+
+
+BATCH = f"+callbacks.layout._target_={__name__}.BatchLayout"

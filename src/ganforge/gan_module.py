@@ -44,6 +44,7 @@ from ganforge.cuda_graphs import GraphedUpdates, graph_capture
 from ganforge.ema import GeneratorEMA
 from ganforge.errors import GanforgeError, TrainingDiverged
 from ganforge.losses import GANLoss
+from ganforge.mixed_precision import casts_cached
 from ganforge.regularizers import gradient_penalty, mode_seeking_ratio, r1_penalty
 from ganforge.resume import apply_optimizer_settings, fit_ema_state
 from ganforge.rng import rng_states, set_rng_states
@@ -136,6 +137,7 @@ class GANLitModule(LightningModule):
         self._graphed: GraphedUpdates | None = None  # on CUDA with cuda_graphs: the updates, captured
         self._compiled: dict[str, Callable[..., Tensor]] = {}  # a plain dict: not submodules, not saved
         self._grad_scalers: dict[str, torch.amp.GradScaler] = {}  # 16-mixed only, see `_updating`
+        self._mixed_precision = False  # under autocast: each update casts each weight once
         # EMA of the generator's weights and batch-norm statistics (Yazici et al. 2019): samples,
         # grids and metrics come from it when it is on
         self.generator_ema = (
@@ -177,8 +179,11 @@ class GANLitModule(LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._set_up_speed()
-        if self._trainer is not None and self.trainer.datamodule is not None:
-            self._check_classes(self.trainer.datamodule)
+        data = self.trainer.datamodule if self._trainer is not None else None
+        if data is not None:
+            self._check_classes(data)
+            if self.channels_last and hasattr(data, "memory_format"):  # batches arrive NHWC
+                data.memory_format = torch.channels_last
 
     def check_switches_on_cuda(self, precision: str, world_size: int) -> None:
         """Refuse what fails on CUDA, before anything is built: compile + channels_last with
@@ -227,6 +232,7 @@ class GANLitModule(LightningModule):
                 networks = [*self.generator.parameters(), *self.discriminator.parameters()]
                 self._graphed = GraphedUpdates([p for p in networks if p.requires_grad], capture)
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        self._mixed_precision = isinstance(plugin, MixedPrecision)
         if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
             # Lightning's one scaler would let an overflow in D's update shrink G's scale (and skip
             # G's steps) and the other way round: each network gets its own copy of it instead
@@ -301,9 +307,10 @@ class GANLitModule(LightningModule):
 
     @contextmanager
     def _updating(self, network: str) -> Iterator[LightningOptimizer]:
-        """`network`'s optimizer, with D frozen while G updates and, under 16-mixed, Lightning's
-        precision plugin pointed at that network's gradient scaler: it scales the backward,
-        unscales, skips a step with non-finite gradients and adapts the scale, for this network only.
+        """`network`'s optimizer, with D frozen while G updates; under mixed precision, each weight
+        cast once for the update (`ganforge.mixed_precision`); under 16-mixed, Lightning's precision
+        plugin pointed at that network's gradient scaler: it scales the backward, unscales, skips a
+        step with non-finite gradients and adapts the scale, for this network only.
 
         One `requires_grad_` per D parameter per G update, as a plain loop does (Lightning's
         `toggled_optimizer` walks every parameter of both optimisers twice). D's update needs no
@@ -317,7 +324,8 @@ class GANLitModule(LightningModule):
         if scaler is not None:
             plugin.scaler = scaler
         try:
-            yield optimizer
+            with casts_cached(self._mixed_precision):
+                yield optimizer
         finally:
             if scaler is not None:
                 plugin.scaler = None

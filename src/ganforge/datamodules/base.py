@@ -28,9 +28,9 @@ from ganforge.errors import GanforgeError
 log = logging.getLogger(__name__)
 
 
-def to_signed_unit(images: Tensor) -> Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
+def to_signed_unit(images: Tensor, memory_format: torch.memory_format = torch.preserve_format) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1], written in `memory_format` (e.g. NHWC for channels_last)."""
+    return images.to(torch.float32, memory_format=memory_format).div_(127.5).sub_(1.0)
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -114,6 +114,9 @@ class ImageDataModule(LightningDataModule):
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
+        # the layout of the float batches handed to the model: GANLitModule asks for NHWC
+        # (torch.channels_last) when its convolutions use it, so no step copies the batch again
+        self.memory_format = torch.preserve_format
 
     @property
     def name(self) -> str:
@@ -193,7 +196,7 @@ class ImageDataModule(LightningDataModule):
         self, batch: tuple[Tensor, Tensor], dataloader_idx: int
     ) -> tuple[Tensor, Tensor]:
         images, labels = batch
-        return to_signed_unit(images), labels
+        return to_signed_unit(images, self.memory_format), labels
 
 
 def resumable_loader(
