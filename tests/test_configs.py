@@ -40,7 +40,7 @@ def test_groups_are_complete() -> None:
         "celeba", "cifar10", "digits", "fashion_mnist",
         "gaussians_grid", "gaussians_ring", "image_folder", "mnist",
     ]  # fmt: skip
-    assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu", "mps"]
+    assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu", "gpu_fast", "mps"]
     assert {"dcgan_mnist", "dcgan_celeba"} <= set(options("experiment"))
     assert {"default", "fdr", "overfit", "limit", "profiler"} <= set(options("debug"))
 

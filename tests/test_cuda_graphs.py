@@ -5,6 +5,7 @@ captured is refused in one line. tests/test_gpu.py runs real graphs against eage
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -180,3 +181,17 @@ def test_an_update_that_cannot_be_replayed_is_refused_in_one_line(capture, messa
         graphed("step", update, torch.ones(4, 2))
     with pytest.raises(GanforgeError, match=message):
         graphed("step", update, torch.ones(4, 2))
+
+
+@pytest.mark.parametrize("model", ["mlp", "dcgan", "lsgan", "wgan_gp", "sngan", "cdcgan", "csngan"])
+def test_the_gpu_fast_preset_trains_every_image_model(make_cfg, model: str) -> None:
+    """trainer=gpu_fast on a CPU (accelerator overridden): bf16, NHWC, fused Adam, graphs falling back;
+    mlp without channels_last, as the preset says."""
+    nhwc = [] if model != "mlp" else ["model.channels_last=false"]
+    cfg = make_cfg(
+        "trainer=gpu_fast", f"model={model}", *SMALL_NETWORKS[model], *RUN, "trainer.accelerator=cpu", *nhwc
+    )
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.model.cuda_graphs
+    metrics, _ = train(cfg)
+    assert metrics["g_step"] == 12
+    assert all(math.isfinite(metrics[k]) for k in ("train/d_loss", "train/g_loss"))

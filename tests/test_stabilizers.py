@@ -112,7 +112,7 @@ def test_lazy_r1_is_due_every_interval_with_the_interval_as_weight() -> None:
     due = []
     for step in range(9):
         module.d_step = step
-        penalties = module.penalties(real, fake, None)
+        penalties = module.penalties(real, fake, None, module.r1_due())
         if "r1" in penalties:
             weight, value = penalties["r1"]
             assert weight == 0.5 * 10.0 * 4

@@ -344,10 +344,8 @@ class GANLitModule(LightningModule):
             self.log_statistics()
 
     def discriminator_step(self, real: Tensor, labels: Tensor | None) -> None:
-        """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties.
-        Lazy R1 (StyleGAN2): every `r1_interval`-th step, weighted by the interval, so the average pull
-        stays gamma / 2 at a fraction of the cost."""
-        r1_due = bool(self.r1_gamma) and self.d_step % self.r1_interval == 0
+        """max_D  E[log D(x)] + E[log(1 - D(G(z)))] (or the loss's own form), minus the penalties."""
+        r1_due = self.r1_due()
         with self._updating("discriminator") as opt_d:
             update = partial(self.discriminator_update, opt_d, r1_due)
             stats = self._run(("discriminator", r1_due), update, real, labels)
@@ -371,6 +369,11 @@ class GANLitModule(LightningModule):
         with torch.no_grad():
             scores = {"d_real": self.loss.score(out_real).mean(), "d_fake": self.loss.score(out_fake).mean()}
         return {"d_loss": d_loss, **scores, **{name: value for name, (_, value) in penalties.items()}}
+
+    def r1_due(self) -> bool:
+        """Lazy R1 (StyleGAN2): every `r1_interval`-th D step, weighted by the interval (`penalties`),
+        so the average pull stays gamma / 2 at a fraction of the cost."""
+        return bool(self.r1_gamma) and self.d_step % self.r1_interval == 0
 
     def penalties(
         self, real: Tensor, fake: Tensor, labels: Tensor | None, r1_due: bool
