@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -106,12 +106,17 @@ class CSVLogger(LightningCSVLogger):
         super().log_metrics(metrics, step)
 
 
-def log_run_metadata(loggers: list[Logger], cfg: DictConfig, model: LightningModule) -> None:
-    """The resolved config and the networks' sizes, once per run."""
-    params = {
+def log_run_metadata(
+    loggers: list[Logger], cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule
+) -> None:
+    """The resolved config, the networks' sizes and a long tail's class counts, once per run."""
+    params: dict[str, Any] = {
         "model/params_generator": sum(p.numel() for p in model.generator.parameters()),
         "model/params_discriminator": sum(p.numel() for p in model.discriminator.parameters()),
     }
+    counts = getattr(datamodule, "train_class_counts", None)
+    if counts is not None:  # which classes are rare, and how rare
+        params["data/train_class_counts"] = counts
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_hyperparams(config | params)

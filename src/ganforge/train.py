@@ -318,7 +318,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
         if isinstance(trainer.accelerator, CUDAAccelerator):
             model.check_switches_on_cuda(str(trainer.precision), trainer.world_size)
             torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
-        log_run_metadata(trainer.loggers, cfg, model)
+        log_run_metadata(trainer.loggers, cfg, model, datamodule)
     try:
         with without_inapplicable_messages(), setting_up.active():
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -8,8 +8,9 @@ queues, and become floats in [-1, 1] only after the batch reaches the device
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -21,6 +22,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision.datasets import VisionDataset
 
 from ganforge.checks import check_batch_fits
+from ganforge.datamodules.long_tail import LongTail
 from ganforge.datamodules.pack import PackedImages, Source, open_pack
 from ganforge.datamodules.sampler import EpochShuffle
 from ganforge.errors import GanforgeError
@@ -69,7 +71,7 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[Tensor]
 
 class ImageDataModule(LightningDataModule):
     """Base: subclasses fill `data_train`, `data_val`, `data_test` in `setup`, set `num_classes`, and
-    end `setup` with `self.keep_train_fraction()`."""
+    end `setup` with `self.select_train_subset()`."""
 
     num_classes: int | None = None
 
@@ -84,6 +86,7 @@ class ImageDataModule(LightningDataModule):
         train_fraction: float = 1.0,
         train_fraction_seed: int = 0,
         train_per_class: int | None = None,
+        long_tail: Mapping[str, Any] | None = None,
         pack: bool = False,
         pack_dir: str | None = None,
     ) -> None:
@@ -102,8 +105,16 @@ class ImageDataModule(LightningDataModule):
                 f"data.train_per_class={train_per_class} with data.train_fraction={train_fraction}: set one "
                 "of them, train_per_class to a count >= 1 (e.g. data.train_per_class=10)"
             )
+        self.long_tail = LongTail.from_config(long_tail)
+        if self.long_tail is not None and (train_per_class is not None or train_fraction != 1):
+            raise GanforgeError(
+                "data.long_tail with data.train_per_class or data.train_fraction: set one of them (long_tail "
+                "cuts the training split itself)"
+            )
         self.train_fraction = train_fraction
         self.train_per_class = train_per_class
+        # per class, once a long tail cut the split: logged with the run's config (hparams.yaml, W&B)
+        self.train_class_counts: list[int] | None = None
         self.train_fraction_seed = train_fraction_seed
         self.data_dir = data_dir
         self.image_size = image_size
@@ -127,11 +138,17 @@ class ImageDataModule(LightningDataModule):
         images = resize_uint8(match_channels(images, self.channels), self.image_size)
         return TensorDataset(images, labels.long())
 
-    def keep_train_fraction(self) -> None:
-        """The scarce-data setting: keep `train_per_class` images of every class, or `train_fraction` of
-        the training images (train + val splits, e.g. MNIST's 60,000) in equal numbers per class; drawn
-        from the train split (seeded by `train_fraction_seed`)."""
-        if (self.train_fraction == 1 and self.train_per_class is None) or self.data_train is None:
+    def select_train_subset(self) -> None:
+        """The scarce-data and long-tail settings, drawn from the train split (seeded by
+        `train_fraction_seed`): `train_per_class` images of every class, `train_fraction` of the
+        training images (train + val splits, e.g. MNIST's 60,000) in equal numbers per class, or a
+        long tail (`ganforge.datamodules.long_tail`)."""
+        if self.data_train is None:
+            return
+        if self.long_tail is not None:
+            self._keep_long_tail(self.long_tail)
+            return
+        if self.train_fraction == 1 and self.train_per_class is None:
             return
         total = len(self.data_train) + len(self.data_val or [])
         labels = labels_of(self.data_train)
@@ -144,7 +161,7 @@ class ImageDataModule(LightningDataModule):
             what = f"{knob}={self.train_fraction} of {total} {self.name} training images"
         if per_class < 1:
             raise GanforgeError(f"{what} leaves no image per class; raise data.train_fraction")
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.train_fraction_seed))
+        order = self._subset_order(len(labels))
         if classes == 1:
             keep = order[:per_class]
         else:
@@ -159,6 +176,26 @@ class ImageDataModule(LightningDataModule):
                 picks.append(of_class[:per_class])
             keep = torch.cat(picks).sort().values
         self.data_train = subset(self.data_train, keep)
+
+    def _subset_order(self, n: int) -> Tensor:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.train_fraction_seed))
+
+    def _keep_long_tail(self, tail: LongTail) -> None:
+        if not self.num_classes or self.num_classes < 2:
+            raise GanforgeError(f"data.long_tail needs class labels; {self.name} has none")
+        assert self.data_train is not None
+        labels = labels_of(self.data_train)
+        order = self._subset_order(len(labels))
+        of_class = [order[labels[order] == c] for c in range(self.num_classes)]
+        counts = tail.counts([len(x) for x in of_class])
+        keep = torch.cat([x[:n] for x, n in zip(of_class, counts, strict=True)]).sort().values
+        self.data_train = subset(self.data_train, keep)
+        self.train_class_counts = counts
+        if rank_zero_only.rank == 0:
+            log.info(
+                "long tail (%s, ratio %g): keeping %s images of classes 0..%d, %d in all; validation and "
+                "test sets as drawn", tail.profile, tail.ratio, counts, self.num_classes - 1, sum(counts),
+            )  # fmt: skip
 
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
         if dataset is None:
@@ -326,4 +363,4 @@ class TorchvisionDataModule(ImageDataModule):
         train, val = split_indices(n, [self.val_size / n], self.split_seed)
         self.data_train, self.data_val = subset(full, train), subset(full, val)
         self.data_test = self._load(train=False)
-        self.keep_train_fraction()
+        self.select_train_subset()

@@ -35,4 +35,4 @@ class DigitsDataModule(ImageDataModule):
         full = self.in_memory(images, torch.from_numpy(labels))
         train, val, test = split_indices(len(labels), self.fractions, self.split_seed)
         self.data_train, self.data_val, self.data_test = (subset(full, i) for i in (train, val, test))
-        self.keep_train_fraction()
+        self.select_train_subset()

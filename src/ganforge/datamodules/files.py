@@ -233,4 +233,4 @@ class FileImageDataModule(ImageDataModule):
             else:
                 datasets[name] = self._decode_all(dataset) if in_memory else dataset
         self.data_train, self.data_val, self.data_test = datasets["train"], datasets["val"], datasets["test"]
-        self.keep_train_fraction()
+        self.select_train_subset()
