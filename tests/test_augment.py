@@ -68,8 +68,14 @@ def test_reports_real_mixed_and_synthetic_only_rows_in_table_csv_and_wandb(
         ("synthetic only (CAS)", 0, 400, 2),
     ]
     assert all(0 <= r["mean"] <= 1 and r["std"] >= 0 for r in summary)
+    assert all(
+        0 <= r["balanced accuracy"] <= 1 and r["rare-class recall"] is None for r in summary
+    )  # balanced
     lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
-    assert lines[0] == "strategy,setting,value,real images,synthetic images,seed,test accuracy"
+    assert lines[0] == (
+        "strategy,setting,value,real images,synthetic images,seed,test accuracy,balanced accuracy,"
+        "rare-class recall"
+    )
     assert len(lines) == 9
     assert (tmp_path / "out" / "summary.csv").read_text().count("\n") == 5
 

@@ -121,20 +121,25 @@ def run(
 
 
 def summarise(results: list[Result]) -> list[Result]:
-    """Mean ± std of test accuracy per setting, in the order the settings were run."""
+    """Mean ± std of test accuracy per setting, in the order the settings were run, with the means of
+    balanced accuracy and of the rare classes' recall (when the real training set is imbalanced)."""
     rows: dict[str, Result] = {}
     for r in results:
         row = rows.setdefault(
             r["setting"],
             {k: r[k] for k in ("strategy", "setting", "value", "real images", "synthetic images")},
         )
-        row.setdefault("accuracies", []).append(r["test accuracy"])
+        for key in ("test accuracy", "balanced accuracy", "rare-class recall"):
+            row.setdefault(key, []).append(r.get(key))
     for row in rows.values():
-        acc = row.pop("accuracies")
+        acc = row.pop("test accuracy")
+        balanced, rare = row.pop("balanced accuracy"), row.pop("rare-class recall")
         row |= {
             "seeds": len(acc),
             "mean": statistics.mean(acc),
             "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "balanced accuracy": statistics.mean(balanced) if None not in balanced else None,
+            "rare-class recall": statistics.mean(rare) if None not in rare else None,
         }
     return list(rows.values())
 
@@ -158,14 +163,19 @@ def write_csv(rows: list[Result], path: Path) -> Path:
 
 
 def print_table(summary: list[Result], title: str) -> None:
+    imbalanced = any(row["rare-class recall"] is not None for row in summary)
+    columns = ["setting", "real images", "synthetic images", "seeds", "test accuracy", "balanced accuracy"]
     table = rich.table.Table(title=title)
-    for column in ("setting", "real images", "synthetic images", "seeds", "test accuracy"):
+    for column in columns + ["rare-class recall"] * imbalanced:
         table.add_column(column, justify="left" if column == "setting" else "right")
     for row in summary:
-        table.add_row(
+        cells = [
             row["setting"], str(row["real images"]), str(row["synthetic images"]), str(row["seeds"]),
-            f"{row['mean']:.4f} ± {row['std']:.4f}",
-        )  # fmt: skip
+            f"{row['mean']:.4f} ± {row['std']:.4f}", f"{row['balanced accuracy']:.4f}",
+        ]  # fmt: skip
+        if imbalanced:
+            cells.append("-" if row["rare-class recall"] is None else f"{row['rare-class recall']:.4f}")
+        table.add_row(*cells)
     rich.print(table)
 
 

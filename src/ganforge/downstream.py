@@ -9,7 +9,13 @@ same scarce real set; only what those steps see differs:
   assigns to their requested class with probability >= `filter_threshold`;
 - `weighted`: every step a real and a synthetic batch, loss = CE(real) + lambda * CE(synthetic);
 - `pretrained`: synthetic images for `pretrain_fraction` of the steps, then real ones;
-- `synthetic_only`: synthetic images alone (the Classification Accuracy Score).
+- `synthetic_only`: synthetic images alone (the Classification Accuracy Score);
+- `reweighted`, `resampled`, `logit_adjusted` (each also `_augmented`): the real images against class
+  imbalance (`ganforge.class_balance`): effective-number loss weights, class-balanced sampling, logit
+  adjustment. On a long-tailed set (`data.long_tail`) the best of them is the baseline to beat.
+
+Every row reports accuracy on the real test set, its balanced accuracy (the mean per-class recall)
+and, when the real training set is imbalanced, the mean recall of its rarer half of the classes.
 """
 
 from __future__ import annotations
@@ -23,12 +29,23 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
+from ganforge.class_balance import (
+    Balancing,
+    class_counts,
+    effective_number_weights,
+    logit_adjustments,
+    per_class_recall,
+    rare_classes,
+    resampling_weights,
+)
 from ganforge.datamodules.base import to_signed_unit
 from ganforge.errors import GanforgeError
-from ganforge.metrics.classifier import SmallCNN, accuracy, fit_classifier
+from ganforge.metrics.classifier import SmallCNN, fit_classifier, predictions
 
 log = logging.getLogger(__name__)
 
+BALANCED = {"reweighted": "re-weighted", "resampled": "re-sampled", "logit_adjusted": "logit-adjusted"}
+IMBALANCE = tuple(f"{method}{suffix}" for method in BALANCED for suffix in ("", "_augmented"))  # real only
 STRATEGIES = (
     "real",
     "real_augmented",
@@ -38,7 +55,9 @@ STRATEGIES = (
     "weighted",
     "pretrained",
     "synthetic_only",
+    *IMBALANCE,
 )
+REAL_ONLY = ("real", "real_augmented", *IMBALANCE)
 
 Images = tuple[Tensor, Tensor]  # uint8 images [N, C, H, W], class labels [N]
 Result = dict[str, Any]
@@ -66,6 +85,7 @@ class Downstream:
         steps: int | None = None,
         weighted: tuple[Images, float] | None = None,
         model: SmallCNN | None = None,
+        balancing: Balancing | None = None,
     ) -> SmallCNN:
         net = self.classifier
         if model is None:
@@ -79,6 +99,7 @@ class Downstream:
             batch_size=net["batch_size"], seed=seed, max_steps=steps,
             transform=self.augmentation if augmented else None,
             weighted=None if weighted is None else (TensorDataset(*weighted[0]), weighted[1]),
+            balancing=balancing,
         )  # fmt: skip
 
     def rows(
@@ -94,6 +115,12 @@ class Downstream:
                 0,
                 self.fit(seed, real, augmented=augmented),
             )
+            return
+        method = strategy.removesuffix("_augmented")
+        if method in BALANCED:
+            augmented = strategy != method
+            model = self.fit(seed, real, augmented=augmented, balancing=self.balancing(method, settings))
+            yield f"real, {BALANCED[method]}" + (" + augmentation" if augmented else ""), None, 0, model
             return
         assert fake is not None
         if strategy in ("mixed", "mixed_augmented", "filtered"):
@@ -128,9 +155,29 @@ class Downstream:
                 f"unknown downstream strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
             )
 
+    def balancing(self, method: str, settings: dict[str, Any]) -> Balancing:
+        labels = self.real[1]
+        counts = class_counts(labels, self.num_classes)
+        if method == "reweighted":
+            return Balancing(class_weights=effective_number_weights(counts, settings["class_balance_beta"]))
+        if method == "resampled":
+            return Balancing(sample_weights=resampling_weights(labels, self.num_classes))
+        return Balancing(logit_offsets=logit_adjustments(counts, settings["logit_adjustment_tau"]))
+
+    def scores(self, model: SmallCNN, rare: list[int]) -> dict[str, float | None]:
+        """Test accuracy, balanced accuracy and the rare classes' mean recall (None when balanced)."""
+        predicted, labels = predictions(model, self.test, self.device)
+        recall = per_class_recall(predicted, labels, self.num_classes)
+        return {
+            "test accuracy": (predicted == labels).double().mean().item(),
+            "balanced accuracy": recall.nanmean().item(),
+            "rare-class recall": recall[rare].mean().item() if rare else None,
+        }
+
     def run(self, strategies: list[str], seeds: list[int], settings: dict[str, Any]) -> list[Result]:
         """One result per (row, seed); the real-only classifier of each seed is the filter's judge."""
         results = []
+        rare = rare_classes(class_counts(self.real[1], self.num_classes))
         for seed in seeds:
             baseline = None
             order = sorted(strategies, key=lambda s: s != "real")  # the judge first
@@ -149,7 +196,7 @@ class Downstream:
                         "real images": 0 if strategy == "synthetic_only" else len(self.real[1]),
                         "synthetic images": n_fake,
                         "seed": seed,
-                        "test accuracy": accuracy(model, self.test, self.device),
+                        **self.scores(model, rare),
                     })  # fmt: skip
                     log.info("%s, seed %d: test accuracy %.4f", setting, seed, results[-1]["test accuracy"])
         return results
@@ -190,8 +237,17 @@ def check(settings: dict[str, Any], has_synthetic: bool) -> list[str]:
             f"classifier.image_size is the classifier's input size in pixels, >= 8 (e.g. 16), or null for "
             f"the data's size; got {size!r}"
         )
+    if not 0.0 <= settings["class_balance_beta"] < 1.0:
+        raise GanforgeError(
+            "class_balance_beta is in [0, 1) (0: plain cross-entropy, e.g. 0.9999), got "
+            f"{settings['class_balance_beta']}"
+        )
+    if settings["logit_adjustment_tau"] < 0:
+        raise GanforgeError(
+            f"logit_adjustment_tau must be >= 0 (e.g. 1), got {settings['logit_adjustment_tau']}"
+        )
     if not has_synthetic:
-        real_only = [s for s in strategies if s in ("real", "real_augmented")]
+        real_only = [s for s in strategies if s in REAL_ONLY]
         if real_only != strategies:
             log.info("no synthetic_dir: running the real-only strategies (%s) alone", ", ".join(real_only))
         strategies = real_only

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from ganforge.class_balance import Balancing
 from ganforge.datamodules.base import to_signed_unit
 from ganforge.progress import Progress
 
@@ -56,8 +57,27 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _batches(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    return DataLoader(dataset, batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+def _batches(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, sample_weights: Tensor | None = None
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    if sample_weights is None:
+        return DataLoader(dataset, batch_size, shuffle=shuffle, generator=generator)
+    sampler = WeightedRandomSampler(sample_weights, len(dataset), replacement=True, generator=generator)
+    return DataLoader(dataset, batch_size, sampler=sampler)
+
+
+@torch.no_grad()
+def predictions(
+    model: SmallCNN, dataset: Dataset, device: torch.device, batch_size: int = 512
+) -> tuple[Tensor, Tensor]:
+    """(predicted class, label) of every item, on the CPU."""
+    model.eval()
+    predicted, labels = [], []
+    for images, y in _batches(dataset, batch_size, shuffle=False, seed=0):
+        predicted.append(model(to_signed_unit(images.to(device))).argmax(1).cpu())
+        labels.append(y)
+    return torch.cat(predicted), torch.cat(labels)
 
 
 @torch.no_grad()
@@ -83,6 +103,7 @@ def fit_classifier(
     transform: Callable[[Tensor], Tensor] | None = None,
     weighted: tuple[Dataset, float] | None = None,
     progress: str | None = None,
+    balancing: Balancing | None = None,
 ) -> SmallCNN:
     """Adam + cross-entropy (cosine schedule) on uint8 (image, label) data; deterministic per seed.
     Trains `epochs` passes, or `max_steps` optimizer steps if that comes first (large data sets).
@@ -90,7 +111,9 @@ def fit_classifier(
     lambda times the loss on a batch of that set, whose forward pass neither draws from the training
     RNG nor moves the batch-norm statistics: those stay the training set's (with lambda = 0 the model
     is exactly the one trained without it). `progress`: show progress with this description (a bar on a
-    terminal, else log lines: a first training can take minutes before anything else is printed)."""
+    terminal, else log lines: a first training can take minutes before anything else is printed).
+    `balancing`: class weights, logit offsets or sampling weights against class imbalance
+    (`ganforge.class_balance`), applied to the training set's batches."""
     model.to(device).train()
     steps = epochs * -(-len(train) // batch_size)
     if max_steps is not None:
@@ -102,7 +125,10 @@ def fit_classifier(
     with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG (e.g. GAN training) untouched
         torch.manual_seed(seed)
         with Progress(progress or "", steps, "steps", enabled=progress is not None) as bar:
-            _fit(model, train, device, epochs, lr, batch_size, seed, steps, transform, second, bar.advance)
+            _fit(
+                model, train, device, epochs, lr, batch_size, seed, steps, transform, second, bar.advance,
+                balancing or Balancing(),
+            )  # fmt: skip
     return model.eval()
 
 
@@ -130,14 +156,27 @@ def frozen_batch_norm_statistics(model: nn.Module) -> Iterator[None]:
 
 
 def _loss(
-    model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, transform: Callable | None
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    device: torch.device,
+    transform: Callable | None,
+    balancing: Balancing | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The cross-entropy and the number of correct predictions."""
+    """The cross-entropy (class-weighted, on adjusted logits, as `balancing` says) and the number of
+    correct predictions (of the plain logits)."""
     images, labels = images.to(device), labels.to(device)
     if transform is not None:  # per image: a batch-level call would draw one set of parameters for all
         images = torch.stack([transform(x) for x in images])
     logits = model(to_signed_unit(images))
-    return nn.functional.cross_entropy(logits, labels), (logits.argmax(1) == labels).sum()
+    weights = offsets = None
+    if balancing is not None:
+        weights, offsets = balancing.class_weights, balancing.logit_offsets
+    trained = logits if offsets is None else logits + offsets.to(device)
+    loss = nn.functional.cross_entropy(
+        trained, labels, weight=None if weights is None else weights.to(device)
+    )
+    return loss, (logits.argmax(1) == labels).sum()
 
 
 def _fit(
@@ -152,6 +191,7 @@ def _fit(
     transform: Callable[[Tensor], Tensor] | None,
     second: tuple[Iterator[list[Tensor]], float] | None,
     advance: Callable[[int, str], None],
+    balancing: Balancing,
 ) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -159,8 +199,11 @@ def _fit(
     step, planned = 0, -(-steps // per_epoch)  # the epochs `steps` reach into
     for epoch in range(epochs):
         total = seen = correct = 0.0
-        for images, labels in _batches(train, batch_size, shuffle=True, seed=seed + epoch):
-            loss, right = _loss(model, images, labels, device, transform)
+        batches = _batches(
+            train, batch_size, shuffle=True, seed=seed + epoch, sample_weights=balancing.sample_weights
+        )
+        for images, labels in batches:
+            loss, right = _loss(model, images, labels, device, transform, balancing)
             if second is not None:
                 extra, weight = second
                 devices = [device] if device.type == "cuda" else []
