@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from ganforge.augment import augment
@@ -19,8 +21,10 @@ from ganforge.class_balance import (
     rare_classes,
     resampling_weights,
 )
+from ganforge.config import instantiate
+from ganforge.downstream import fill_up
 from ganforge.metrics.classifier import _batches, _loss
-from tests.test_augment import augment_cfg
+from tests.test_augment import augment_cfg, write_digits
 from tests.test_datamodules import user_error
 
 
@@ -92,5 +96,80 @@ def test_augment_runs_the_long_tail_baselines(tmp_path: Path) -> None:
 def test_long_tail_settings_mistakes_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
     cfg = augment_cfg(tmp_path, setting, f"strategies={IMBALANCE}", "wandb.enabled=false")
     with user_error(message):
+        augment(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fill_up_tops_each_class_up_to_the_target_by_hand() -> None:
+    real = torch.tensor([0, 0, 0, 0, 1, 2])  # counts 4, 1, 1
+    pool = (torch.arange(7).view(7, 1, 1, 1).to(torch.uint8), torch.tensor([1, 1, 1, 1, 1, 2, 2]))
+    images, labels = fill_up(real, pool, 0.75, seed=0, num_classes=3)  # goal round(0.75 * 4) = 3
+    assert labels.bincount(minlength=3).tolist() == [0, 2, 2]
+    assert set(images.flatten().tolist()) <= {0, 1, 2, 3, 4} | {5, 6} and {5, 6} <= set(
+        images.flatten().tolist()
+    )
+    again = fill_up(real, pool, 0.75, seed=0, num_classes=3)
+    assert torch.equal(again[0], images)  # seeded
+    with user_error(
+        r"^filling class 2 to 4 images \(fill_target=1\) needs 3 synthetic images of it, the synthetic set"
+    ):
+        fill_up(real, pool, 1.0, seed=0, num_classes=3)
+
+
+def test_augment_fills_the_rare_classes(tmp_path: Path) -> None:
+    folder = write_digits(tmp_path / "synthetic", shuffle_labels=False)  # real digits as the synthetic set
+    cfg = augment_cfg(
+        tmp_path, "data.long_tail.ratio=4", "data.train_fraction=1.0", f"synthetic_dir={folder}",
+        "strategies=[filled,filled_augmented]", "fill_target=0.5", "fill_balancing=logit_adjusted",
+        "seeds=[0]", "classifier.steps=20", "wandb.enabled=false",
+    )  # fmt: skip
+    summary = augment(cfg, tmp_path / "out")
+    counts = torch.tensor(instantiate_counts(cfg))
+    need = (round(0.5 * int(counts.max())) - counts).clamp(min=0).sum().item()
+    assert [(r["setting"], r["synthetic images"]) for r in summary] == [
+        ("real + synthetic fill to 0.5 x n_max, logit-adjusted", need),
+        ("real + synthetic fill to 0.5 x n_max, logit-adjusted + augmentation", need),
+    ]
+
+
+def instantiate_counts(cfg) -> list[int]:
+    data = instantiate(cfg.data)
+    data.setup()
+    return data.train_class_counts
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("fill_target=0", r"^fill_target is a share of the largest class's count, in \(0, 1\] .*got 0$"),
+        ("fill_target=1.5", r"^fill_target is a share .*got 1.5$"),
+        (
+            "fill_balancing=focal",
+            r"^fill_balancing must be null or one of reweighted, resampled, logit_adjusted",
+        ),
+    ],
+)
+def test_fill_settings_mistakes_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
+    cfg = augment_cfg(tmp_path, setting, "strategies=[filled]", "wandb.enabled=false")
+    with user_error(message):
+        augment(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fill_larger_than_the_export_is_refused_before_training(tmp_path: Path) -> None:
+    for c in range(10):  # 2 synthetic images per class
+        for i in range(2):
+            (tmp_path / "synthetic" / str(c)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16), 20 * c, np.uint8)).save(
+                tmp_path / "synthetic" / str(c) / f"{i}.png"
+            )
+    cfg = augment_cfg(
+        tmp_path, "data.long_tail.ratio=10", "data.train_fraction=1.0",
+        f"synthetic_dir={tmp_path / 'synthetic'}", "strategies=[real,filled]", "wandb.enabled=false",
+    )  # fmt: skip
+    with user_error(
+        r"^filling class 1 to \d+ images \(fill_target=1\) needs \d+ synthetic images of it, the "
+        r"synthetic set has 2; export more"
+    ):
         augment(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ganforge.config import step_budget
-from ganforge.downstream import IMBALANCE, STRATEGIES
+from ganforge.downstream import LONG_TAIL, STRATEGIES
 from ganforge.scarcity import curve, main, paired_interval, report
 from tests.conftest import SMALL_NETWORKS
 
@@ -154,6 +154,6 @@ def test_the_scarcity_curve_in_one_multirun(tmp_path: Path, run_script) -> None:
     rows = list(csv.DictReader((sweep / "scarcity.csv").open()))
     assert {r["real per class"] for r in rows} == {"5", "10"}
     assert all(r["pairs"] == "2" for r in rows)  # 1 GAN seed x 2 downstream seeds
-    assert {r["strategy"] for r in rows} == set(STRATEGIES) - set(IMBALANCE)  # the default list
+    assert {r["strategy"] for r in rows} == set(STRATEGIES) - set(LONG_TAIL)  # the default list
     assert (sweep / "scarcity.png").is_file() and (sweep / "gan_quality.csv").is_file()
     assert "Scarcity curve" in result.stdout

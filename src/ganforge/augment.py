@@ -105,6 +105,7 @@ def run(
     fake = load_synthetic(synthetic_dir, datamodule) if synthetic_dir else None
     if fake is not None:
         downstream.check_ratios(settings, strategies, len(real[1]), len(fake[1]))
+        downstream.check_fill(settings, strategies, real, fake, datamodule.num_classes)
     test: Dataset = datamodule.data_test
     size = settings["classifier"].get("image_size")
     if size is not None and size != datamodule.image_size:  # a cheaper classifier: every set resized

@@ -12,7 +12,10 @@ same scarce real set; only what those steps see differs:
 - `synthetic_only`: synthetic images alone (the Classification Accuracy Score);
 - `reweighted`, `resampled`, `logit_adjusted` (each also `_augmented`): the real images against class
   imbalance (`ganforge.class_balance`): effective-number loss weights, class-balanced sampling, logit
-  adjustment. On a long-tailed set (`data.long_tail`) the best of them is the baseline to beat.
+  adjustment. On a long-tailed set (`data.long_tail`) the best of them is the baseline to beat;
+- `filled`, `filled_augmented`: real images plus synthetic ones of each class that has fewer than
+  `fill_target` times the largest class's count, up to that count; optionally trained with one of the
+  real-only methods on top (`fill_balancing`, its class counts those of the filled set).
 
 Every row reports accuracy on the real test set, its balanced accuracy (the mean per-class recall)
 and, when the real training set is imbalanced, the mean recall of its rarer half of the classes.
@@ -56,7 +59,10 @@ STRATEGIES = (
     "pretrained",
     "synthetic_only",
     *IMBALANCE,
+    "filled",
+    "filled_augmented",
 )
+LONG_TAIL = (*IMBALANCE, "filled", "filled_augmented")  # for data.long_tail; not in the default list
 REAL_ONLY = ("real", "real_augmented", *IMBALANCE)
 
 Images = tuple[Tensor, Tensor]  # uint8 images [N, C, H, W], class labels [N]
@@ -148,6 +154,17 @@ class Downstream:
             model = self.fit(seed, fake, steps=first)
             model = self.fit(seed, real, steps=self.classifier["steps"] - first, model=model)
             yield f"synthetic ({share:.0%} of steps) then real", share, len(fake[1]), model
+        elif strategy in ("filled", "filled_augmented"):
+            target, method = settings["fill_target"], settings["fill_balancing"]
+            picked = fill_up(real[1], fake, target, seed, self.num_classes)
+            data = (torch.cat([real[0], picked[0]]), torch.cat([real[1], picked[1]]))
+            balancing = None if method is None else self.balancing(method, settings, data[1])
+            augmented = strategy == "filled_augmented"
+            name = f"real + synthetic fill to {target:g} x n_max" + (
+                f", {BALANCED[method]}" if method else ""
+            )
+            name += " + augmentation" if augmented else ""
+            yield name, target, len(picked[1]), self.fit(seed, data, augmented=augmented, balancing=balancing)
         elif strategy == "synthetic_only":
             yield "synthetic only (CAS)", None, len(fake[1]), self.fit(seed, fake)
         else:
@@ -155,8 +172,9 @@ class Downstream:
                 f"unknown downstream strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
             )
 
-    def balancing(self, method: str, settings: dict[str, Any]) -> Balancing:
-        labels = self.real[1]
+    def balancing(self, method: str, settings: dict[str, Any], labels: Tensor | None = None) -> Balancing:
+        """`method`'s weights, sampling or offsets for a training set with `labels` (the real ones)."""
+        labels = self.real[1] if labels is None else labels
         counts = class_counts(labels, self.num_classes)
         if method == "reweighted":
             return Balancing(class_weights=effective_number_weights(counts, settings["class_balance_beta"]))
@@ -246,12 +264,29 @@ def check(settings: dict[str, Any], has_synthetic: bool) -> list[str]:
         raise GanforgeError(
             f"logit_adjustment_tau must be >= 0 (e.g. 1), got {settings['logit_adjustment_tau']}"
         )
+    if not 0.0 < settings["fill_target"] <= 1.0:
+        raise GanforgeError(
+            f"fill_target is a share of the largest class's count, in (0, 1] (1: fill every class up to "
+            f"it), got {settings['fill_target']}"
+        )
+    if settings["fill_balancing"] not in (None, *BALANCED):
+        raise GanforgeError(
+            f"fill_balancing must be null or one of {', '.join(BALANCED)}, got {settings['fill_balancing']!r}"
+        )
     if not has_synthetic:
         real_only = [s for s in strategies if s in REAL_ONLY]
         if real_only != strategies:
             log.info("no synthetic_dir: running the real-only strategies (%s) alone", ", ".join(real_only))
         strategies = real_only
     return strategies
+
+
+def check_fill(
+    settings: dict[str, Any], strategies: list[str], real: Images, fake: Images, classes: int
+) -> None:
+    """Refuse, before any training, a fill that needs more synthetic images of a class than there are."""
+    if {"filled", "filled_augmented"} & set(strategies):
+        fill_up(real[1], fake, settings["fill_target"], 0, classes)
 
 
 def check_ratios(settings: dict[str, Any], strategies: list[str], n_real: int, n_synthetic: int) -> None:
@@ -265,6 +300,27 @@ def check_ratios(settings: dict[str, Any], strategies: list[str], n_real: int, n
             f"set has {n_synthetic}; export more (generate.py num_samples={round(ratio * n_real)}) or lower "
             "the ratios"
         )
+
+
+def fill_up(real_labels: Tensor, pool: Images, target: float, seed: int, num_classes: int) -> Images:
+    """Synthetic images that bring every class to `target` x the largest real class's count: the
+    shortfall of each class, a seeded random choice of the pool's images of it."""
+    counts = class_counts(real_labels, num_classes)
+    goal = round(target * int(counts.max()))
+    picks = []
+    for c in range(num_classes):
+        need = max(0, goal - int(counts[c]))
+        of_class = (pool[1] == c).nonzero().flatten()
+        if need > len(of_class):
+            raise GanforgeError(
+                f"filling class {c} to {goal} images (fill_target={target:g}) needs {need} synthetic images "
+                f"of it, the synthetic set has {len(of_class)}; export more (generate.py num_samples) or "
+                "lower fill_target"
+            )
+        order = torch.randperm(len(of_class), generator=torch.Generator().manual_seed(seed * 1000 + c))
+        picks.append(of_class[order[:need]])
+    chosen = torch.cat(picks)
+    return pool[0][chosen], pool[1][chosen]
 
 
 def draw(pool: Images, k: int, seed: int, strict: bool = True) -> Images:
