@@ -67,7 +67,8 @@ class GraphedUpdates:
         self._graphs: dict[Hashable, Captured] = {}
         self._calls: Counter[Hashable] = Counter()
 
-    def __call__(self, name: Hashable, update: Update, *inputs: Tensor) -> dict[str, Tensor]:
+    def __call__(self, name: str, update: Update, *inputs: Tensor) -> dict[str, Tensor]:
+        """`update(*inputs)`; `name` tells kinds of update apart (and names them in errors)."""
         key = (name, *(tuple(x.shape) for x in inputs))
         if key not in self._graphs:
             self._calls[key] += 1

@@ -348,7 +348,7 @@ class GANLitModule(LightningModule):
         r1_due = self.r1_due()
         with self._updating("discriminator") as opt_d:
             update = partial(self.discriminator_update, opt_d, r1_due)
-            stats = self._run(("discriminator", r1_due), update, real, labels)
+            stats = self._run("discriminator" + " with R1" * r1_due, update, real, labels)
             opt_d.step()
         self.stats.record(self.g_step, stats)
         self.d_step += 1
@@ -392,7 +392,7 @@ class GANLitModule(LightningModule):
         """min_G  -E[log D(G(z))] (or the loss's own form), plus mode seeking; then the EMA and the
         schedulers advance, once per generator step."""
         with self._updating("generator") as opt_g:
-            stats = self._run(("generator", n), partial(self.generator_update, opt_g, n), labels)
+            stats = self._run(f"generator ({n} samples)", partial(self.generator_update, opt_g, n), labels)
             opt_g.step()
         self.stats.record(self.g_step, stats)
         self.g_step += 1
@@ -420,7 +420,7 @@ class GANLitModule(LightningModule):
         return {"g_loss": g_loss, **extra}
 
     def _run(
-        self, name: tuple[str, Any], update: Callable[..., dict[str, Tensor]], *inputs: Tensor | None
+        self, name: str, update: Callable[..., dict[str, Tensor]], *inputs: Tensor | None
     ) -> dict[str, Tensor]:
         """`update(*inputs)`: eagerly, or replayed from its CUDA graph under `cuda_graphs`."""
         given = [x for x in inputs if x is not None]  # labels only for conditional models
