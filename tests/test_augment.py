@@ -74,7 +74,7 @@ def test_reports_real_mixed_and_synthetic_only_rows_in_table_csv_and_wandb(
     lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert lines[0] == (
         "strategy,setting,value,real images,synthetic images,seed,test accuracy,balanced accuracy,"
-        "rare-class recall"
+        "rare-class recall,synthetic filter"
     )
     assert len(lines) == 9
     assert (tmp_path / "out" / "summary.csv").read_text().count("\n") == 5

@@ -31,7 +31,9 @@ def digits() -> DigitsDataModule:
 def experiment(digits: DigitsDataModule, steps: int = 6) -> Downstream:
     real = training_tensors(digits.data_train)
     fake = real[0].flip(-1), real[1]  # mirrored real images: a 'synthetic' set of the right format
-    return Downstream(real, fake, digits.data_test, 10, CLASSIFIER | {"steps": steps}, torch.device("cpu"))
+    return Downstream(
+        real, {"none": fake}, digits.data_test, 10, CLASSIFIER | {"steps": steps}, torch.device("cpu")
+    )
 
 
 @pytest.mark.slow
@@ -84,9 +86,9 @@ def test_the_filter_keeps_exactly_the_samples_at_or_above_tau() -> None:
 def test_the_weighted_loss_at_lambda_zero_is_real_only_training(digits: DigitsDataModule) -> None:
     run = experiment(digits)
     plain = run.fit(0, run.real).state_dict()
-    weighted = run.fit(0, run.real, weighted=(run.synthetic, 0.0)).state_dict()
+    weighted = run.fit(0, run.real, weighted=(run.synthetic["none"], 0.0)).state_dict()
     assert all(torch.equal(plain[k], weighted[k]) for k in plain)  # batch-norm statistics included
-    moved = run.fit(0, run.real, weighted=(run.synthetic, 0.5)).state_dict()
+    moved = run.fit(0, run.real, weighted=(run.synthetic["none"], 0.5)).state_dict()
     assert not all(torch.equal(plain[k], moved[k]) for k in plain)
 
 
@@ -95,7 +97,7 @@ def test_pretraining_runs_a_synthetic_phase_then_a_real_one(
 ) -> None:
     run = experiment(digits, steps=10)
     with caplog.at_level(logging.INFO, logger="ganforge.metrics.classifier"):
-        (row,) = run.rows("pretrained", 0, {"pretrain_fraction": 0.3}, None)
+        (row,) = run.rows("pretrained", 0, {"pretrain_fraction": 0.3}, None, run.synthetic["none"])
     phases = [m for m in caplog.messages if m.startswith("classifier trained")]
     assert [re.match(r"classifier trained: (\d+) steps on (\d+) images", m).groups() for m in phases] == [
         ("3", "160"),  # synthetic first: 30% of the 10 steps

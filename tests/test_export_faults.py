@@ -30,7 +30,7 @@ from ganforge.losses import NonSaturatingLoss
 from ganforge.networks.mlp import MLPDiscriminator, MLPGenerator
 from ganforge.sampling import NoiseSampler
 from ganforge.synthesize import check_synthesize
-from ganforge.synthetic_dataset import MANIFEST, export
+from ganforge.synthetic_dataset import MANIFEST, SCORES_FILE, export
 from tests.conftest import ROOT, trained
 
 SETTINGS = {"num_samples": 20, "counts": None, "seed": 0, "format": "png", "batch_size": 8}
@@ -109,7 +109,7 @@ def test_overwrite_replaces_only_an_untouched_export(ckpt: Path, tmp_path: Path,
     args = [f"ckpt_path={ckpt}", f"out_dir={untouched}", "num_samples=10", "overwrite=true"]
     assert run_cli(args, script="generate.py").returncode == 0
     assert json.loads((untouched / MANIFEST).read_text())["num_samples"] == 10
-    assert sorted(p.name for p in untouched.iterdir()) == [MANIFEST, "unlabelled"]
+    assert sorted(p.name for p in untouched.iterdir()) == [SCORES_FILE, MANIFEST, "unlabelled"]
     assert len(list((untouched / "unlabelled").iterdir())) == 10
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 

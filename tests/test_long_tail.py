@@ -3,6 +3,7 @@ validation and test left as drawn, the counts recorded with the run; mistakes in
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,123 @@ def test_the_counts_are_recorded_with_the_run(make_cfg) -> None:
     assert recorded["data/train_class_counts"] == data.train_class_counts
     assert data.train_class_counts[0] > 4 * data.train_class_counts[-1]
     assert recorded["data"]["long_tail"] == {"ratio": 5, "profile": "exponential", "max_per_class": None}
+
+
+def test_the_metrics_classifier_learns_from_the_whole_split_unless_told_otherwise(tmp_path: Path) -> None:
+    """A judge trained on the long-tailed split would have seen few rare-class images: by default it
+    learns from the split before the cut, the same judge as for the uncut data set."""
+    from unittest import mock
+
+    from ganforge.metrics import features
+    from tests.test_metrics import SETTINGS
+
+    seen = []
+
+    def fit(model, train, *args, **kwargs):
+        seen.append(len(train))
+        return model
+
+    tail, full = digits(ratio=10), digits()
+    with mock.patch.object(features, "fit_classifier", side_effect=fit):
+        judged = features.classifier_features(tail, SETTINGS, str(tmp_path), torch.device("cpu"))
+        uncut = features.classifier_features(full, SETTINGS, str(tmp_path), torch.device("cpu"))
+        subset = features.classifier_features(
+            tail, SETTINGS | {"train_split": "subset"}, str(tmp_path), torch.device("cpu")
+        )
+    assert seen == [len(full.data_train), len(tail.data_train)]  # the uncut one came from the cache
+    assert judged.id == uncut.id != subset.id
+    with user_error(r"metrics.classifier.train_split must be full or subset, got 'all'$"):
+        features.classifier_features(
+            tail, SETTINGS | {"train_split": "all"}, str(tmp_path), torch.device("cpu")
+        )
+
+
+def test_class_balanced_batches_draw_every_class_equally_often_and_resume_exactly() -> None:
+    dm = DigitsDataModule(long_tail={"ratio": 20}, class_balanced=True, batch_size=32)
+    dm.setup()
+    torch.manual_seed(3)
+    loader = dm.train_dataloader()
+    labels = []
+    for epoch in range(12):
+        loader.sampler.set_epoch(epoch)
+        labels += [y for _, y in loader]
+    labels = torch.cat(labels)
+    share = labels.bincount(minlength=10) / len(labels)
+    assert dm.train_class_counts[0] >= 15 * dm.train_class_counts[-1] and len(labels) > 4000
+    assert share.min() > 0.08 and share.max() < 0.12  # within ~4 standard errors of 0.1
+    plain = DigitsDataModule(long_tail={"ratio": 20}, batch_size=32)
+    plain.setup()
+    plain_labels = torch.cat([y for _, y in plain.train_dataloader()])
+    assert plain_labels.bincount(minlength=10)[-1] < 0.02 * len(plain_labels)
+    # the draw is the run seed's and resumable: a loader restored mid-epoch yields what is left
+    torch.manual_seed(3)
+    first = dm.train_dataloader()
+    batches = iter(first)
+    head = [next(batches)[1] for _ in range(3)]
+    state = first.state_dict()
+    rest = [y for _, y in batches]
+    torch.manual_seed(3)
+    again = dm.train_dataloader()
+    again.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip([y for _, y in again], rest, strict=True))
+    loader.sampler.set_epoch(0)
+    assert torch.equal(torch.cat(head + rest), torch.cat([y for _, y in loader]))
+
+
+def test_class_balanced_batches_need_labels(tmp_path: Path) -> None:
+    from tests.test_datamodules import RED, folder_module, solid, write_image
+
+    for i in range(6):
+        write_image(tmp_path / "flat" / f"{i}.png", solid(RED))
+    dm = folder_module(tmp_path / "flat", class_balanced=True, batch_size=2)
+    with user_error(r"data.class_balanced=true draws every class equally often, and imagefolder has no"):
+        dm.train_dataloader()
+
+
+@pytest.mark.slow
+def test_the_long_tail_curve_in_one_multirun(tmp_path: Path, run_script) -> None:
+    from tests.conftest import SMALL_NETWORKS
+
+    args = [
+        "hydra.mode=MULTIRUN", "experiment=long_tail_mnist", "data=digits", "data.long_tail.ratio=5,10",
+        "seed=0", "data.image_size=16", "max_g_steps=4", *SMALL_NETWORKS["cdcgan"], "logger=csv",
+        "extras.print_config=false", "metrics.num_samples=200", "metrics.num_reference=100",
+        "metrics.classifier.epochs=2", "metrics.classifier.width=16",
+        "callbacks.sample_quality.every_n_g_steps=4", "callbacks.sample_grid.every_n_g_steps=4",
+        "synthesize.export.num_samples=600", "synthesize.downstream.seeds=[0,1]",
+        "synthesize.downstream.classifier.steps=2", "synthesize.downstream.classifier.width=8",
+        "synthesize.downstream.strategies=[real,resampled,filled]", "data.batch_size=16",
+    ]  # fmt: skip
+    result = run_script(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = {job.name for job in sweep.iterdir() if (job / "augment" / "gan.json").is_file()}
+    assert jobs == {"ratio=5,seed=0", "ratio=10,seed=0"}
+    rows = list(csv.DictReader((sweep / "long_tail.csv").open()))
+    assert [(r["imbalance ratio"], r["setting"], r["pairs"]) for r in rows] == [
+        (ratio, setting, "2")
+        for ratio in ("5", "10")
+        for setting in (
+            "real", "real, re-sampled", "real + synthetic fill to 0.25 x n_max, re-sampled",
+            "real + synthetic fill to 0.25 x n_max, re-sampled (DRS)",
+        )
+    ]  # fmt: skip
+    assert all(0 <= float(r["rare-class recall"]) <= 1 for r in rows)
+    classes = list(csv.DictReader((sweep / "gan_classes.csv").open()))
+    assert len(classes) == 20 and {"class accuracy after DRS", "fid"} <= set(classes[0])
+    quality = list(csv.DictReader((sweep / "gan_quality.csv").open()))
+    assert {"rare class accuracy", "rare fid", "head fid after DRS"} <= set(quality[0])
+    assert (sweep / "long_tail.png").is_file() and "Long-tail curve" in result.stdout
+
+
+def test_without_the_synthesize_group_an_experiment_trains_its_gan_alone(make_cfg) -> None:
+    """`~synthesize` drops the group, but an experiment's own synthesize settings stay behind (no
+    out_dir, no export settings): that is the GAN alone, not a crash after training."""
+    from ganforge.synthesize import synthesize_on
+
+    cfg = make_cfg(
+        "experiment=long_tail_mnist", "~synthesize", "data=digits", "metrics=none", "max_g_steps=2"
+    )
+    assert cfg.synthesize.downstream.fill_target == 0.25 and not synthesize_on(cfg)
+    _, where = train(cfg)
+    assert "synthetic data" not in where and not (Path(cfg.paths.output_dir) / "synthetic").exists()

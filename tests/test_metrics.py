@@ -264,6 +264,7 @@ SETTINGS = {
     "width": 16,
     "feature_dim": 16,
     "seed": 0,
+    "train_split": "full",
 }
 
 

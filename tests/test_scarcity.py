@@ -88,7 +88,7 @@ def test_report_writes_the_table_the_gan_quality_and_the_plot(
         files = report(tmp_path)
     assert caplog.messages == ["the GAN of seed 2 at 10 per class recorded no sample quality"]
     assert files is not None
-    rows = list(csv.DictReader(files["scarcity table"].open()))
+    rows = list(csv.DictReader(files["curve table"].open()))
     assert [(r["real per class"], r["setting"], r["pairs"]) for r in rows] == [
         ("5", "real", "4"), ("5", "mixed x1", "4"), ("10", "real", "6"), ("10", "mixed x1", "6"),
     ]  # fmt: skip
@@ -97,7 +97,7 @@ def test_report_writes_the_table_the_gan_quality_and_the_plot(
         ("5", "2", 2.0, ""),
         ("10", "2", 1.0, "3.0"),
     ]
-    assert files["scarcity plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files["curve plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report(tmp_path / "0" / "augment") is None  # not a sweep over the chain: nothing
 
 
@@ -157,3 +157,63 @@ def test_the_scarcity_curve_in_one_multirun(tmp_path: Path, run_script) -> None:
     assert {r["strategy"] for r in rows} == set(STRATEGIES) - set(LONG_TAIL)  # the default list
     assert (sweep / "scarcity.png").is_file() and (sweep / "gan_quality.csv").is_file()
     assert "Scarcity curve" in result.stdout
+
+
+def write_long_tail_job(
+    job: Path, ratio: float, gan_seed: int, scores: dict[str, tuple[str, float, float]]
+) -> None:
+    """A long-tail job: per setting (strategy, balanced accuracy, rare-class recall) at 2 seeds."""
+    (job / "augment").mkdir(parents=True)
+    quality = {"fid": ratio / 10, "rare class accuracy": 0.5 + gan_seed / 10}
+    record = {"real per class": 1000, "imbalance ratio": ratio, "gan seed": gan_seed, "quality": quality}
+    (job / "augment" / "gan.json").write_text(json.dumps(record))
+    columns = ["strategy", "setting", "value", "real images", "synthetic images", "seed", "test accuracy",
+               "balanced accuracy", "rare-class recall", "synthetic filter"]  # fmt: skip
+    with (job / "augment" / "results.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for seed in (0, 1):
+            for setting, (strategy, balanced, rare) in scores.items():
+                writer.writerow(
+                    [strategy, setting, "", 100, 0, seed, 0.9, balanced + seed / 10, rare, "none"]
+                )
+    with (job / "augment" / "gan_classes.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "real training images", "class accuracy", "fid"])
+        writer.writerows([[c, 100 // (c + 1), 0.9 - c / 10 + gan_seed / 10, 5 + c] for c in range(2)])
+
+
+def test_a_long_tail_sweep_reports_balanced_accuracy_and_rare_recall_per_ratio(tmp_path: Path) -> None:
+    scores = {
+        "real": ("real", 0.80, 0.60),
+        "real, re-sampled + augmentation": ("resampled_augmented", 0.90, 0.85),  # the best real-only row
+        "real + synthetic fill": ("filled_augmented", 0.91, 0.89),
+    }
+    for ratio in (10, 100):
+        for gan_seed in (0, 1):
+            write_long_tail_job(tmp_path / f"ratio={ratio},seed={gan_seed}", ratio, gan_seed, scores)
+    files = report(tmp_path)
+    assert files is not None and files["curve table"].name == "long_tail.csv"
+    rows = list(csv.DictReader(files["curve table"].open()))
+    assert [(r["imbalance ratio"], r["setting"], r["pairs"]) for r in rows] == [
+        (str(ratio), setting, "4") for ratio in (10, 100) for setting in scores
+    ]
+    fill = rows[2]
+    assert fill["baseline"] == "real, re-sampled + augmentation"
+    assert float(fill["balanced accuracy"]) == pytest.approx(0.96)  # 0.91, 0.91, 1.01, 1.01
+    assert float(fill["difference"]) == pytest.approx(0.01) and fill["helps"] == "True"
+    assert float(fill["rare-class recall"]) == pytest.approx(0.89)
+    assert float(fill["rare recall difference"]) == pytest.approx(0.04)
+    quality = list(csv.DictReader(files["GAN quality"].open()))
+    assert [(q["imbalance ratio"], float(q["rare class accuracy"])) for q in quality] == [
+        ("10", pytest.approx(0.55)), ("100", pytest.approx(0.55)),
+    ]  # fmt: skip
+    classes = list(csv.DictReader(files["GAN per class"].open()))
+    summary = [
+        (c["imbalance ratio"], c["class"], c["gan seeds"], float(c["class accuracy"])) for c in classes
+    ]
+    assert summary == [
+        ("10", "0", "2", pytest.approx(0.95)), ("10", "1", "2", pytest.approx(0.85)),
+        ("100", "0", "2", pytest.approx(0.95)), ("100", "1", "2", pytest.approx(0.85)),
+    ]  # fmt: skip
+    assert files["curve plot"].name == "long_tail.png" and files["curve plot"].stat().st_size > 0

@@ -17,7 +17,7 @@ from ganforge.datamodules.image_folder import ImageFolderDataModule
 from ganforge.errors import GanforgeError
 from ganforge.generate import export_checkpoint
 from ganforge.sampling import NoiseSampler
-from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256, load
+from ganforge.synthetic_dataset import MANIFEST, SCORES_FILE, class_counts, file_sha256, load
 from tests.conftest import trained
 
 SETTINGS = {"num_samples": 25, "counts": None, "seed": 0, "format": "png", "batch_size": 7}
@@ -82,7 +82,7 @@ def test_png_export_reads_back_exactly_through_imagefolder_and_data_image_folder
     out = tmp_path / "synthetic"
     manifest = export(conditional_ckpt, out)
     counts = [3] * 5 + [2] * 5
-    assert sorted(p.name for p in out.iterdir()) == [*map(str, range(10)), MANIFEST]
+    assert sorted(p.name for p in out.iterdir()) == [*map(str, range(10)), SCORES_FILE, MANIFEST]
     assert [len(list((out / str(c)).glob("*.png"))) for c in range(10)] == counts
 
     images, labels, names = load(out)
@@ -112,7 +112,7 @@ def test_png_export_reads_back_exactly_through_imagefolder_and_data_image_folder
 def test_npz_export_holds_the_same_samples_as_png(conditional_ckpt: Path, tmp_path: Path) -> None:
     export(conditional_ckpt, tmp_path / "png")
     export(conditional_ckpt, tmp_path / "npz", format="npz")
-    assert sorted(p.name for p in (tmp_path / "npz").iterdir()) == [MANIFEST, "samples.npz"]
+    assert sorted(p.name for p in (tmp_path / "npz").iterdir()) == [SCORES_FILE, MANIFEST, "samples.npz"]
     with np.load(tmp_path / "npz" / "samples.npz") as data:
         assert data["images"].dtype == np.uint8 and data["images"].shape == (25, 1, 16, 16)
     png, npz = load(tmp_path / "png"), load(tmp_path / "npz")
@@ -131,12 +131,12 @@ def test_requested_counts_per_class(conditional_ckpt: Path, tmp_path: Path) -> N
     export(conditional_ckpt, tmp_path / "out", num_samples=None, counts={3: 4, 7: 2})
     _, labels, _ = load(tmp_path / "out")
     assert labels.tolist() == [3, 3, 3, 3, 7, 7]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["3", "7", MANIFEST]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["3", "7", SCORES_FILE, MANIFEST]
 
 
 def test_unconditional_export_is_one_unlabelled_folder(unconditional_ckpt: Path, tmp_path: Path) -> None:
     export(unconditional_ckpt, tmp_path / "out", num_samples=6)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST, "unlabelled"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [SCORES_FILE, MANIFEST, "unlabelled"]
     images, _, _ = load(tmp_path / "out")
     assert torch.equal(images, to_uint8(expected_images(unconditional_ckpt, [6], seed=0)[0]))
     with pytest.raises(GanforgeError, match="unconditional"):

@@ -32,6 +32,7 @@ from ganforge.checks import DOWNSTREAM_SETTINGS, check_values
 from ganforge.config import instantiate
 from ganforge.datamodules.base import ImageDataModule, labels_of, match_channels, resize_uint8
 from ganforge.errors import GanforgeError, one_line_errors
+from ganforge.rejection_sampling import check_discriminator_loss, rejection_sample
 from ganforge.resume import data_option
 from ganforge.tracking import finish_wandb_run, wandb_offline
 
@@ -52,10 +53,8 @@ def check_trained_on(folder: str, datamodule: ImageDataModule) -> None:
     """Refuse an export whose GAN trained on another data set (its manifest holds the training config):
     its labels are that set's classes (Fashion-MNIST's 3 is a dress, MNIST's a digit), so every row with
     synthetic images would measure nothing. A class-folder tree without a manifest is taken as it is."""
-    try:
-        trained = json.loads(Path(folder, synthetic_dataset.MANIFEST).read_text())["training_config"]
-        target = trained["data"]["_target_"]
-    except (OSError, ValueError, KeyError, TypeError):  # no manifest, or none of generate.py's
+    target = trained_with(folder, "data._target_")
+    if target is None:  # no manifest, or none of generate.py's
         return
     ours = f"{type(datamodule).__module__}.{type(datamodule).__qualname__}"
     if target == ours:
@@ -90,6 +89,49 @@ def load_synthetic(folder: str, datamodule: ImageDataModule) -> tuple[Tensor, Te
     return images, labels
 
 
+def synthetic_pools(
+    folder: str, datamodule: ImageDataModule, settings: dict[str, Any]
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """The synthetic set once per `synthetic_filters` entry: all of it (`none`), or what discriminator
+    rejection sampling keeps of it (`drs`, from the discriminator scores the export holds)."""
+    images, labels = load_synthetic(folder, datamodule)
+    pools = {}
+    for kept in settings["synthetic_filters"]:
+        if kept == "none":
+            pools[kept] = (images, labels)
+            continue
+        mask = drs_kept(folder, labels, settings["drs_percentile"])
+        pools[kept] = (images[mask], labels[mask])
+    return pools
+
+
+def drs_kept(folder: str, labels: Tensor, percentile: float) -> Tensor:
+    """Which samples of an export discriminator rejection sampling keeps (`ganforge.rejection_sampling`),
+    from the discriminator scores the export holds; refused when it has none or they mean nothing."""
+    scores = synthetic_dataset.load_scores(folder)
+    if scores is None:
+        raise GanforgeError(
+            f"synthetic_dir={folder} holds no discriminator scores (exported before generate.py wrote "
+            "them, or not by generate.py); export it again with generate.py, or set synthetic_filters=[none]"
+        )
+    check_discriminator_loss(trained_with(folder, "model.loss._target_"), folder)
+    mask = rejection_sample(scores, labels, percentile, seed=0)
+    log.info(
+        "DRS (drs_percentile=%g) keeps %d of %d synthetic images (per class %s)", percentile,
+        int(mask.sum()), len(mask), labels[mask].bincount(minlength=int(labels.max()) + 1).tolist(),
+    )  # fmt: skip
+    return mask
+
+
+def trained_with(folder: str, key: str) -> Any:
+    """A setting of the training config an export's manifest records; None when it records none."""
+    try:
+        manifest = json.loads(Path(folder, synthetic_dataset.MANIFEST).read_text())
+        return OmegaConf.select(OmegaConf.create(manifest["training_config"]), key)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run(
     datamodule: ImageDataModule, synthetic_dir: str | None, settings: dict[str, Any], device: torch.device
 ) -> list[Result]:
@@ -102,10 +144,9 @@ def run(
     if datamodule.data_test is None or len(datamodule.data_test) == 0:
         raise GanforgeError(f"augment.py measures on the real test split, and {datamodule.name} has none")
     real = training_tensors(datamodule.data_train)
-    fake = load_synthetic(synthetic_dir, datamodule) if synthetic_dir else None
-    if fake is not None:
-        downstream.check_ratios(settings, strategies, len(real[1]), len(fake[1]))
-        downstream.check_fill(settings, strategies, real, fake, datamodule.num_classes)
+    pools = synthetic_pools(synthetic_dir, datamodule, settings) if synthetic_dir else {}
+    downstream.check_ratios(settings, strategies, len(real[1]), pools)
+    downstream.check_fill(settings, strategies, real, pools, datamodule.num_classes)
     test: Dataset = datamodule.data_test
     size = settings["classifier"].get("image_size")
     if size is not None and size != datamodule.image_size:  # a cheaper classifier: every set resized
@@ -113,9 +154,9 @@ def run(
         test_images, test_labels = training_tensors(test)
         test = TensorDataset(resize_uint8(test_images, size), test_labels)
         real = (resize_uint8(real[0], size), real[1])
-        fake = None if fake is None else (resize_uint8(fake[0], size), fake[1])
+        pools = {kept: (resize_uint8(pool[0], size), pool[1]) for kept, pool in pools.items()}
     experiment = downstream.Downstream(
-        real, fake, test, datamodule.num_classes, settings["classifier"], device,
+        real, pools, test, datamodule.num_classes, settings["classifier"], device,
         instantiate(OmegaConf.create(settings["augmentation"])) if settings.get("augmentation") else None,
     )  # fmt: skip
     return experiment.run(strategies, settings["seeds"], settings)

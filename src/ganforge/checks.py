@@ -115,6 +115,7 @@ DOWNSTREAM_SETTINGS = {
     "ratios": Rule(list[float], [0.5, 1, 2]),
     "weights": Rule(list[float], [0.1, 0.5]),
     "seeds": Rule(list[int], [0, 1, 2]),
+    "synthetic_filters": Rule(list[str], ["none", "drs"]),
 }
 # Keys of train.py's config that no `_target_` takes.
 TRAIN_SETTINGS = {

@@ -17,6 +17,9 @@ same scarce real set; only what those steps see differs:
   `fill_target` times the largest class's count, up to that count; optionally trained with one of the
   real-only methods on top (`fill_balancing`, its class counts those of the filled set).
 
+Each strategy with synthetic images runs once per entry of `synthetic_filters`: `none` (every exported
+sample) and `drs` (the samples that discriminator rejection sampling keeps, `ganforge.rejection_sampling`).
+
 Every row reports accuracy on the real test set, its balanced accuracy (the mean per-class recall)
 and, when the real training set is imbalanced, the mean recall of its rarer half of the classes.
 """
@@ -64,6 +67,7 @@ STRATEGIES = (
 )
 LONG_TAIL = (*IMBALANCE, "filled", "filled_augmented")  # for data.long_tail; not in the default list
 REAL_ONLY = ("real", "real_augmented", *IMBALANCE)
+FILTERS = {"none": "", "drs": " (DRS)"}  # synthetic_filters, and what each adds to a row's name
 
 Images = tuple[Tensor, Tensor]  # uint8 images [N, C, H, W], class labels [N]
 Result = dict[str, Any]
@@ -71,11 +75,11 @@ Result = dict[str, Any]
 
 @dataclass
 class Downstream:
-    """One data set's downstream experiment: the scarce real set, the synthetic pool, the real test
-    set, the classifier's settings and the standard augmentation."""
+    """One data set's downstream experiment: the scarce real set, the synthetic pools (by filter), the
+    real test set, the classifier's settings and the standard augmentation."""
 
     real: Images
-    synthetic: Images | None
+    synthetic: dict[str, Images]
     test: Dataset
     num_classes: int
     classifier: dict[str, Any]  # width, feature_dim, steps, lr, batch_size, image_size
@@ -109,10 +113,16 @@ class Downstream:
         )  # fmt: skip
 
     def rows(
-        self, strategy: str, seed: int, settings: dict[str, Any], baseline: SmallCNN | None
+        self,
+        strategy: str,
+        seed: int,
+        settings: dict[str, Any],
+        baseline: SmallCNN | None,
+        fake: Images | None = None,
     ) -> Iterator[tuple[str, float | None, int, SmallCNN]]:
-        """(setting, ratio or weight, synthetic images seen, trained model) for each row of `strategy`."""
-        real, fake = self.real, self.synthetic
+        """(setting, ratio or weight, synthetic images seen, trained model) for each row of `strategy`,
+        its synthetic images drawn from `fake`."""
+        real = self.real
         if strategy in ("real", "real_augmented"):
             augmented = strategy == "real_augmented"
             yield (
@@ -182,6 +192,14 @@ class Downstream:
             return Balancing(sample_weights=resampling_weights(labels, self.num_classes))
         return Balancing(logit_offsets=logit_adjustments(counts, settings["logit_adjustment_tau"]))
 
+    def runs(self, strategies: list[str]) -> Iterator[tuple[str, tuple[str, Images | None]]]:
+        """(strategy, (filter, synthetic pool)): the real-only strategies once, the others per pool."""
+        for strategy in strategies:
+            if strategy in REAL_ONLY:
+                yield strategy, ("none", None)
+            else:
+                yield from ((strategy, pool) for pool in self.synthetic.items())
+
     def scores(self, model: SmallCNN, rare: list[int]) -> dict[str, float | None]:
         """Test accuracy, balanced accuracy and the rare classes' mean recall (None when balanced)."""
         predicted, labels = predictions(model, self.test, self.device)
@@ -201,12 +219,13 @@ class Downstream:
             order = sorted(strategies, key=lambda s: s != "real")  # the judge first
             if "filtered" in strategies and "real" not in strategies:
                 order = ["real", *order]
-            for strategy in order:
-                for setting, value, n_fake, model in self.rows(strategy, seed, settings, baseline):
+            for strategy, (kept, fake) in self.runs(order):
+                for setting, value, n_fake, model in self.rows(strategy, seed, settings, baseline, fake):
                     if strategy == "real":
                         baseline = model
                         if strategy not in strategies:
                             continue
+                    setting += FILTERS[kept]
                     results.append({
                         "strategy": strategy,
                         "setting": setting,
@@ -215,6 +234,7 @@ class Downstream:
                         "synthetic images": n_fake,
                         "seed": seed,
                         **self.scores(model, rare),
+                        "synthetic filter": kept if fake is not None else None,
                     })  # fmt: skip
                     log.info("%s, seed %d: test accuracy %.4f", setting, seed, results[-1]["test accuracy"])
         return results
@@ -273,6 +293,15 @@ def check(settings: dict[str, Any], has_synthetic: bool) -> list[str]:
         raise GanforgeError(
             f"fill_balancing must be null or one of {', '.join(BALANCED)}, got {settings['fill_balancing']!r}"
         )
+    filters = list(settings["synthetic_filters"])
+    if not filters or len(set(filters)) < len(filters) or not set(filters) <= set(FILTERS):
+        raise GanforgeError(
+            f"synthetic_filters={filters}: list each of {', '.join(FILTERS)} at most once, at least one"
+        )
+    if not 0 <= settings["drs_percentile"] <= 100:
+        raise GanforgeError(
+            f"drs_percentile is a percentile in [0, 100] (e.g. 50), got {settings['drs_percentile']}"
+        )
     if not has_synthetic:
         real_only = [s for s in strategies if s in REAL_ONLY]
         if real_only != strategies:
@@ -282,27 +311,47 @@ def check(settings: dict[str, Any], has_synthetic: bool) -> list[str]:
 
 
 def check_fill(
-    settings: dict[str, Any], strategies: list[str], real: Images, fake: Images, classes: int
+    settings: dict[str, Any], strategies: list[str], real: Images, pools: dict[str, Images], classes: int
 ) -> None:
-    """Refuse, before any training, a fill that needs more synthetic images of a class than there are."""
+    """Refuse, before any training, a fill that needs more synthetic images of a class than a pool has."""
     if {"filled", "filled_augmented"} & set(strategies):
-        fill_up(real[1], fake, settings["fill_target"], 0, classes)
+        for kept, pool in pools.items():
+            fill_up(real[1], pool, settings["fill_target"], 0, classes, describe_pool(kept, settings))
 
 
-def check_ratios(settings: dict[str, Any], strategies: list[str], n_real: int, n_synthetic: int) -> None:
-    """Refuse, before any training, a ratio that needs more synthetic images than there are."""
+def check_ratios(
+    settings: dict[str, Any], strategies: list[str], n_real: int, pools: dict[str, Images]
+) -> None:
+    """Refuse, before any training, a ratio that needs more synthetic images than a pool has."""
     if not {"mixed", "mixed_augmented"} & set(strategies) or not settings["ratios"]:
         return
     ratio = max(settings["ratios"])
-    if round(ratio * n_real) > n_synthetic:
-        raise GanforgeError(
-            f"ratio {ratio:g} needs {round(ratio * n_real)} synthetic images ({n_real} real), the synthetic "
-            f"set has {n_synthetic}; export more (generate.py num_samples={round(ratio * n_real)}) or lower "
-            "the ratios"
+    for kept, pool in pools.items():
+        if round(ratio * n_real) > len(pool[1]):
+            raise GanforgeError(
+                f"ratio {ratio:g} needs {round(ratio * n_real)} synthetic images ({n_real} real), "
+                f"{describe_pool(kept, settings)} has {len(pool[1])}; export more (generate.py "
+                f"num_samples) or lower the ratios"
+            )
+
+
+def describe_pool(kept: str, settings: dict[str, Any]) -> str:
+    """How an error names a pool: with the setting that would make a filtered one larger."""
+    if kept == "drs":
+        return (
+            f"the synthetic set after DRS (lower drs_percentile={settings['drs_percentile']:g} to keep more)"
         )
+    return "the synthetic set"
 
 
-def fill_up(real_labels: Tensor, pool: Images, target: float, seed: int, num_classes: int) -> Images:
+def fill_up(
+    real_labels: Tensor,
+    pool: Images,
+    target: float,
+    seed: int,
+    num_classes: int,
+    what: str = "the synthetic set",
+) -> Images:
     """Synthetic images that bring every class to `target` x the largest real class's count: the
     shortfall of each class, a seeded random choice of the pool's images of it."""
     counts = class_counts(real_labels, num_classes)
@@ -314,8 +363,8 @@ def fill_up(real_labels: Tensor, pool: Images, target: float, seed: int, num_cla
         if need > len(of_class):
             raise GanforgeError(
                 f"filling class {c} to {goal} images (fill_target={target:g}) needs {need} synthetic images "
-                f"of it, the synthetic set has {len(of_class)}; export more (generate.py num_samples) or "
-                "lower fill_target"
+                f"of it, {what} has {len(of_class)}; export more (generate.py num_samples) or lower "
+                "fill_target"
             )
         order = torch.randperm(len(of_class), generator=torch.Generator().manual_seed(seed * 1000 + c))
         picks.append(of_class[order[:need]])

@@ -1,11 +1,15 @@
-"""The scarcity curve: where synthetic data pays, from a multirun over the synthesize chain
-(`python train.py -m experiment=scarcity_mnist data.train_per_class=5,10,20,60 seed=0,1`).
+"""The scarcity and long-tail curves: where synthetic data pays, from a multirun over the synthesize
+chain (`python train.py -m experiment=scarcity_mnist`, or `experiment=long_tail_mnist`).
 
-Every job (one real-data size, one GAN seed) leaves `augment/results.csv` (a row per strategy setting
-and downstream seed) and `augment/gan.json` (the size, the GAN's seed and its sample quality). Per size
-and setting the curve holds the mean test accuracy and the paired difference to the best real-only
-baseline of that size (`real` or `real + augmentation`, the higher mean), paired over (GAN seed,
-downstream seed), with a 95% t interval: a setting helps where the whole interval is above zero.
+Every job (one regime, one GAN seed) leaves `augment/results.csv` (a row per strategy setting and
+downstream seed), `augment/gan.json` (the regime, the GAN's seed and its sample quality) and
+`augment/gan_classes.csv` (its quality per class). The regime is the real data's size (images per
+class) for a scarcity sweep, its imbalance ratio for a long-tail one (`data.long_tail`). Per regime
+and setting the curve holds the mean score and the paired difference to the best real-only baseline of
+that regime (the higher mean), paired over (GAN seed, downstream seed), with a 95% t interval: a
+setting helps where the whole interval is above zero. The score is test accuracy for scarcity, and
+balanced accuracy (mean per-class recall) for a long tail, whose rows also hold the rare classes'
+recall, where a long tail hurts most.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +32,44 @@ from omegaconf import DictConfig
 from scipy import stats
 
 from ganforge.augment import write_csv
+from ganforge.downstream import REAL_ONLY
 from ganforge.errors import GanforgeError, one_line_errors
 from ganforge.tracking import finish_wandb_run, wandb_offline
 
 log = logging.getLogger(__name__)
 
-RESULTS, GAN = "augment/results.csv", "augment/gan.json"
-BASELINES = ("real", "real_augmented")
+RESULTS, GAN, GAN_CLASSES = "augment/results.csv", "augment/gan.json", "augment/gan_classes.csv"
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a sweep varies and how its rows are scored."""
+
+    name: str  # of the files: <name>.csv, <name>.png
+    title: str
+    regime: str  # the column that says which regime a row is in
+    score: str  # results.csv's column the curve compares
+    baselines: tuple[str, ...]  # the real-only strategies, the best of which is the bar
+    axis: str
+
+    def of(self, job: Row) -> Any:
+        return job[self.regime]
+
+
+SCARCITY = Kind(
+    "scarcity", "Scarcity curve", "real per class", "test accuracy", ("real", "real_augmented"),
+    "real training images per class",
+)  # fmt: skip
+LONG_TAIL = Kind(
+    "long_tail", "Long-tail curve", "imbalance ratio", "balanced accuracy", REAL_ONLY,
+    "imbalance ratio (largest class / smallest)",
+)  # fmt: skip
+BASELINES = SCARCITY.baselines
+
+
+def kind_of(gans: list[Row]) -> Kind:
+    return LONG_TAIL if any(gan.get("imbalance ratio") for gan in gans) else SCARCITY
 
 
 def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -47,89 +82,137 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> t
     return mean, mean - half, mean + half
 
 
-def load_jobs(sweep_dir: Path) -> tuple[list[Row], list[Row]]:
-    """Every job's downstream results (with its size and GAN seed) and its GAN record."""
-    results, gans = [], []
+SCORES = ("test accuracy", "balanced accuracy", "rare-class recall")  # results.csv's numbers
+
+
+def load_jobs(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
+    """Every job's downstream results and per-class GAN quality (with its regime and GAN seed) and its
+    GAN record."""
+    results, gans, classes = [], [], []
     for gan_file in sorted(sweep_dir.glob(f"*/{GAN}")):
         gan = json.loads(gan_file.read_text())
         gans.append(gan)
+        job = {
+            "real per class": gan["real per class"],
+            "imbalance ratio": gan.get("imbalance ratio"),
+            "gan seed": gan["gan seed"],
+        }
         with (gan_file.parent / "results.csv").open(newline="") as f:
             for row in csv.DictReader(f):
-                row = {**row, "test accuracy": float(row["test accuracy"]), "seed": int(row["seed"])}
-                results.append(row | {"real per class": gan["real per class"], "gan seed": gan["gan seed"]})
-    return results, gans
+                scores = {k: float(row[k]) for k in SCORES if row.get(k)}
+                results.append(row | scores | {"seed": int(row["seed"])} | job)
+        per_class = gan_file.parent / "gan_classes.csv"
+        if per_class.is_file():
+            with per_class.open(newline="") as f:
+                classes += [
+                    {k: float(v) if v else None for k, v in row.items()} | job for row in csv.DictReader(f)
+                ]
+    return results, gans, classes
 
 
-def curve(results: list[Row]) -> list[Row]:
-    """A row per (real images per class, setting): accuracy over all pairs, and the paired difference
-    to that size's best real-only baseline."""
-    accuracy: dict[tuple[int, str], dict[tuple[int, int], float]] = defaultdict(dict)
+def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
+    """A row per (regime, setting): the score over all pairs, and the paired difference to that
+    regime's best real-only baseline; for a long tail also the rare classes' recall and its paired
+    difference."""
+    score: dict[tuple[Any, str], dict[tuple[int, int], float]] = defaultdict(dict)
+    rare: dict[tuple[Any, str], dict[tuple[int, int], float]] = defaultdict(dict)
     strategy = {}
     for r in results:
-        accuracy[r["real per class"], r["setting"]][r["gan seed"], r["seed"]] = r["test accuracy"]
+        key, pair = (kind.of(r), r["setting"]), (r["gan seed"], r["seed"])
+        score[key][pair] = r[kind.score]
+        if r.get("rare-class recall") is not None:
+            rare[key][pair] = r["rare-class recall"]
         strategy[r["setting"]] = r["strategy"]
+    column = "accuracy" if kind is SCARCITY else kind.score
     rows = []
-    for size in sorted({size for size, _ in accuracy}):
-        settings = [s for n, s in accuracy if n == size]
-        baselines = [s for s in settings if strategy[s] in BASELINES]
+    for regime in sorted({regime for regime, _ in score}):
+        settings = [s for n, s in score if n == regime]
+        baselines = [s for s in settings if strategy[s] in kind.baselines]
         if not baselines:
             raise GanforgeError(
-                f"no real-only baseline at {size} real images per class: keep real or real_augmented in "
-                "strategies"
+                f"no real-only baseline at {kind.regime} {regime}: keep one of {', '.join(kind.baselines)} "
+                "in strategies"
             )
-        best = max(baselines, key=lambda s: statistics.fmean(accuracy[size, s].values()))
+        best = max(baselines, key=lambda s: statistics.fmean(score[regime, s].values()))
         for setting in settings:
-            mine, base = accuracy[size, setting], accuracy[size, best]
+            mine, base = score[regime, setting], score[regime, best]
             pairs = sorted(set(mine) & set(base))
             diff, low, high = paired_interval([mine[p] - base[p] for p in pairs])
             values = list(mine.values())
-            rows.append({
-                "real per class": size,
+            row = {
+                kind.regime: regime,
                 "strategy": strategy[setting],
                 "setting": setting,
                 "pairs": len(pairs),
-                "accuracy": statistics.fmean(values),
+                column: statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "baseline": best,
                 "difference": diff,
                 "ci low": low,
                 "ci high": high,
                 "helps": low > 0,
-            })  # fmt: skip
+            }
+            if rare[regime, setting]:
+                mine, base = rare[regime, setting], rare[regime, best]
+                pairs = sorted(set(mine) & set(base))
+                r_diff, r_low, r_high = paired_interval([mine[p] - base[p] for p in pairs])
+                row |= {
+                    "rare-class recall": statistics.fmean(mine.values()),
+                    "rare recall difference": r_diff,
+                    "rare ci low": r_low,
+                    "rare ci high": r_high,
+                }
+            rows.append(row)
     return rows
 
 
-def gan_quality(gans: list[Row]) -> list[Row]:
-    """The GANs' sample quality per size, averaged over their seeds: is a bad GAN to blame?"""
-    by_size: dict[int, list[Row]] = defaultdict(list)
+def gan_quality(gans: list[Row], kind: Kind = SCARCITY) -> list[Row]:
+    """The GANs' sample quality per regime, averaged over their seeds: is a bad GAN to blame?"""
+    by_regime: dict[Any, list[Row]] = defaultdict(list)
     for gan in gans:
-        by_size[gan["real per class"]].append(gan)
+        by_regime[kind.of(gan)].append(gan)
     rows = []
-    for size, all_runs in sorted(by_size.items()):
+    for regime, all_runs in sorted(by_regime.items()):
         runs = [r for r in all_runs if r["quality"]]
         for r in all_runs:
             if not r["quality"]:
-                log.warning(
-                    "the GAN of seed %s at %d per class recorded no sample quality", r["gan seed"], size
-                )
+                where = f"at {regime} per class" if kind is SCARCITY else f"at imbalance ratio {regime:g}"
+                log.warning("the GAN of seed %s %s recorded no sample quality", r["gan seed"], where)
         keys = sorted({k for r in runs for k in r["quality"]})
-        rows.append({"real per class": size, "gan seeds": len(runs)} | {
+        rows.append({kind.regime: regime, "gan seeds": len(runs)} | {
             k: statistics.fmean(r["quality"][k] for r in runs if k in r["quality"]) for k in keys
         })  # fmt: skip
     return rows
 
 
-def plot(rows: list[Row], path: Path) -> Path:
-    """Accuracy against real images per class, one line per strategy (its setting with the best mean
-    over all sizes, chosen once, not per size), error bars one standard deviation over pairs."""
+def gan_classes(classes: list[Row], kind: Kind) -> list[Row]:
+    """The GANs' quality per (regime, class), averaged over their seeds."""
+    groups: dict[tuple[Any, int], list[Row]] = defaultdict(list)
+    for row in classes:
+        groups[kind.of(row), int(row["class"])].append(row)
+    skip = {"class", "real per class", "imbalance ratio", "gan seed"}
+    rows = []
+    for (regime, c), runs in sorted(groups.items()):
+        keys = [k for k in runs[0] if k not in skip]
+        values = {k: [r[k] for r in runs if r.get(k) is not None] for k in keys}
+        rows.append({kind.regime: regime, "class": c, "gan seeds": len(runs)} | {
+            k: statistics.fmean(v) if v else None for k, v in values.items()
+        })  # fmt: skip
+    return rows
+
+
+def plot(rows: list[Row], path: Path, kind: Kind = SCARCITY) -> Path:
+    """The score against the regime, one line per strategy (its setting with the best mean over all
+    regimes, chosen once, not per regime), error bars one standard deviation over pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    column = score_column(kind)
     overall: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        overall[r["setting"]].append(r["accuracy"])
+        overall[r["setting"]].append(r[column])
     chosen: dict[str, str] = {}
     for r in rows:
         best = chosen.get(r["strategy"])
@@ -137,17 +220,15 @@ def plot(rows: list[Row], path: Path) -> Path:
             chosen[r["strategy"]] = r["setting"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for setting in chosen.values():
-        points = sorted(
-            (r["real per class"], r["accuracy"], r["std"]) for r in rows if r["setting"] == setting
-        )
+        points = sorted((kind.of(r), r[column], r["std"]) for r in rows if r["setting"] == setting)
         x, y, err = zip(*points, strict=True)
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=setting)
     ax.set_xscale("log")
-    ax.set_xticks(sorted({r["real per class"] for r in rows}))
+    ax.set_xticks(sorted({kind.of(r) for r in rows}))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("real training images per class")
-    ax.set_ylabel("real test accuracy")
+    ax.set_xlabel(kind.axis)
+    ax.set_ylabel(f"real {kind.score}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -156,63 +237,89 @@ def plot(rows: list[Row], path: Path) -> Path:
     return path
 
 
-def print_table(rows: list[Row], title: str) -> None:
+def score_column(kind: Kind) -> str:
+    """The curve's column for the score ("accuracy" for scarcity, as its first reports had it)."""
+    return "accuracy" if kind is SCARCITY else kind.score
+
+
+def print_table(rows: list[Row], title: str, kind: Kind = SCARCITY) -> None:
+    column = score_column(kind)
+    rare = any("rare-class recall" in r for r in rows)
     table = rich.table.Table(title=title)
-    for column in ("per class", "setting", "pairs", "accuracy", "vs best real-only (95% CI)"):
-        table.add_column(column, justify="left" if column == "setting" else "right")
+    headers = ["per class" if kind is SCARCITY else "ratio", "setting", "pairs", column]
+    headers += ["vs best real-only (95% CI)"] + ["rare-class recall", "vs best (95% CI)"] * rare
+    for header in headers:
+        table.add_column(header, justify="left" if header == "setting" else "right")
     for r in rows:
         diff = f"{r['difference']:+.4f} [{r['ci low']:+.4f}, {r['ci high']:+.4f}]"
-        table.add_row(
-            str(r["real per class"]), r["setting"], str(r["pairs"]), f"{r['accuracy']:.4f} ± {r['std']:.4f}",
+        cells = [
+            f"{kind.of(r):g}", r["setting"], str(r["pairs"]), f"{r[column]:.4f} ± {r['std']:.4f}",
             f"[green]{diff}[/green]" if r["helps"] else diff,
-        )  # fmt: skip
+        ]  # fmt: skip
+        if rare:
+            if "rare-class recall" in r:
+                rare_diff = (
+                    f"{r['rare recall difference']:+.4f} [{r['rare ci low']:+.4f}, {r['rare ci high']:+.4f}]"
+                )
+                cells += [f"{r['rare-class recall']:.4f}", rare_diff]
+            else:
+                cells += ["-", "-"]
+        table.add_row(*cells)
     rich.print(table)
 
 
 def report(sweep_dir: Path) -> dict[str, Path] | None:
-    """scarcity.csv, gan_quality.csv, scarcity.png and the printed table, for a sweep whose jobs ran
-    the synthesize chain; None for any other sweep."""
-    results, gans = load_jobs(sweep_dir)
+    """<kind>.csv, gan_quality.csv, gan_classes.csv, <kind>.png and the printed table (kind:
+    scarcity or long_tail), for a sweep whose jobs ran the synthesize chain; None for any other sweep."""
+    results, gans, classes = load_jobs(sweep_dir)
     if not results:
         return None
-    rows = curve(results)
+    kind = kind_of(gans)
+    rows = curve(results, kind)
     print_table(
-        rows, f"Scarcity curve ({sweep_dir}): real test accuracy, paired difference to the best real-only row"
+        rows,
+        f"{kind.title} ({sweep_dir}): real {kind.score}, paired difference to the best real-only row",
+        kind,
     )
     files = {
-        "scarcity table": write_csv(rows, sweep_dir / "scarcity.csv"),
-        "GAN quality": write_csv(gan_quality(gans), sweep_dir / "gan_quality.csv"),
-        "scarcity plot": plot(rows, sweep_dir / "scarcity.png"),
+        "curve table": write_csv(rows, sweep_dir / f"{kind.name}.csv"),
+        "GAN quality": write_csv(gan_quality(gans, kind), sweep_dir / "gan_quality.csv"),
+        "curve plot": plot(rows, sweep_dir / f"{kind.name}.png", kind),
     }
+    if classes:
+        files["GAN per class"] = write_csv(gan_classes(classes, kind), sweep_dir / "gan_classes.csv")
     for name, path in files.items():
         log.info("%s: %s", name, path)
     return files
 
 
 def log_wandb(files: dict[str, Path], project: str, entity: str | None) -> str | None:
-    """The curve's table and plot as one W&B run in the sweep directory; the `wandb sync` command if
+    """The curve's tables and plot as one W&B run in the sweep directory; the `wandb sync` command if
     offline."""
     import wandb
 
     offline = wandb_offline()
-    sweep_dir = files["scarcity table"].parent
+    sweep_dir = files["curve table"].parent
+    name = files["curve table"].stem
     run = wandb.init(
-        project=project, entity=entity, job_type="scarcity", name=f"scarcity-{sweep_dir.name}",
+        project=project, entity=entity, job_type=name, name=f"{name}-{sweep_dir.name}",
         dir=str(sweep_dir), mode="offline" if offline else "online",
     )  # fmt: skip
-    for key in ("scarcity table", "GAN quality"):
+    for key in ("curve table", "GAN quality", "GAN per class"):
+        if key not in files:
+            continue
         with files[key].open(newline="") as f:
             rows = list(csv.reader(f))
-        run.log({key.replace(" ", "_"): wandb.Table(columns=rows[0], data=rows[1:])})
-    run.log({"scarcity_plot": wandb.Image(str(files["scarcity plot"]))})
+        run.log({key.replace(" ", "_").replace("curve", name): wandb.Table(columns=rows[0], data=rows[1:])})
+    run.log({f"{name}_plot": wandb.Image(str(files["curve plot"]))})
     sync = f"wandb sync {run.settings.sync_dir}" if offline else None
     finish_wandb_run(run, exit_code=0)
     return sync
 
 
 class ScarcityCurve(Callback):
-    """Hydra callback: after a multirun over the synthesize chain, the scarcity curve of its jobs
-    (and a W&B run of it when the jobs logged to W&B)."""
+    """Hydra callback: after a multirun over the synthesize chain, the scarcity (or long-tail) curve
+    of its jobs (and a W&B run of it when the jobs logged to W&B)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -225,7 +332,7 @@ class ScarcityCurve(Callback):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m ganforge.scarcity <sweep dir>`: the curve again, e.g. after a job was rerun or the
-    sizes ran as separate multiruns into one sweep dir."""
+    regimes ran as separate multiruns into one sweep dir."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ganforge.scarcity", description=main.__doc__)

@@ -12,14 +12,30 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 
-from ganforge.augment import augment
+from ganforge.augment import augment, drs_kept, training_tensors, write_csv
 from ganforge.callbacks.checkpoint import BestCheckpoint, GANCheckpoint
 from ganforge.callbacks.sample_quality import SampleQualityCallback
+from ganforge.checkpoint import pick_device
+from ganforge.datamodules.base import ImageDataModule, labels_of
 from ganforge.errors import GanforgeError
 from ganforge.generate import EXPORT_KEYS, export_checkpoint
-from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256, not_an_export
+from ganforge.metrics.features import classifier_features
+from ganforge.metrics.per_class import per_class_quality
+from ganforge.synthetic_dataset import MANIFEST, class_counts, file_sha256, load, not_an_export
 
 log = logging.getLogger(__name__)
+
+
+def synthesize_on(cfg: DictConfig) -> bool:
+    """Whether the chain runs: the `synthesize` group is selected. `~synthesize` removes the group but
+    leaves an experiment's own synthesize settings behind, without the group's keys: the GAN alone."""
+    settings = cfg.get("synthesize")
+    if not settings:
+        return False
+    if "out_dir" not in settings:
+        log.info("synthesize is off (~synthesize): training the GAN alone, its synthesize settings unused")
+        return False
+    return True
 
 
 def check_synthesize(cfg: DictConfig, datamodule: LightningDataModule) -> None:
@@ -90,7 +106,8 @@ def last_quality(trainer: Trainer, metrics: dict[str, float]) -> dict[str, float
 
 def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> dict[str, str]:
     """Export, then augment; returns where the outputs went. `augment/gan.json` records the real data's
-    size, the GAN's seed and its last sample-quality metrics, for the scarcity curve."""
+    size (or imbalance), the GAN's seed, its last sample-quality metrics and its quality on the rare
+    and head classes, for the scarcity and long-tail curves; `augment/gan_classes.csv` has it per class."""
     settings = cfg.synthesize
     ckpt = trained_checkpoint(trainer, settings.checkpoint)
     export = OmegaConf.to_container(settings.export, resolve=True)
@@ -127,11 +144,39 @@ def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> 
     results_dir = Path(cfg.paths.output_dir) / "augment"
     augment(augment_cfg, results_dir)
     data = trainer.datamodule
+    classes, summary = gan_classes(cfg, data, out_dir)
+    write_csv(classes, results_dir / "gan_classes.csv")
     record = {
         "real per class": len(data.data_train) // data.num_classes,
+        "imbalance ratio": data.long_tail.ratio if data.long_tail is not None else None,
         "gan seed": cfg.seed,
         "checkpoint": str(ckpt),
-        "quality": {k.removeprefix("val/"): v for k, v in last_quality(trainer, metrics).items()},
+        "quality": {k.removeprefix("val/"): v for k, v in last_quality(trainer, metrics).items()} | summary,
     }
     (results_dir / "gan.json").write_text(json.dumps(record, indent=2) + "\n")
-    return {"synthetic data": str(out_dir), "augment table": str(results_dir / "summary.csv")}
+    return {
+        "synthetic data": str(out_dir),
+        "augment table": str(results_dir / "summary.csv"),
+        "GAN per class": str(results_dir / "gan_classes.csv"),
+    }
+
+
+def gan_classes(
+    cfg: DictConfig, data: ImageDataModule, out_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The exported samples' quality per class (`metrics.per_class`), judged by the metrics classifier
+    against the real test images; also of the DRS-kept samples when the downstream study filters."""
+    settings = cfg.synthesize.downstream
+    device = pick_device(cfg.synthesize.device)
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True)
+    judge = classifier_features(data, metrics["classifier"], metrics["cache_dir"], device)
+    images, labels, _ = load(out_dir)
+    kept = (
+        drs_kept(str(out_dir), labels, settings.drs_percentile)
+        if "drs" in settings.synthetic_filters
+        else None
+    )
+    held_out = training_tensors(data.data_test)
+    return per_class_quality(
+        judge, (images, labels), held_out, labels_of(data.data_train), data.num_classes, device, kept
+    )

@@ -4,7 +4,9 @@ manifest that says where they came from, and read back as uint8 tensors like any
 Folder layout (what torchvision's `ImageFolder` and `data=image_folder` read): one sub-folder per class
 named by its zero-padded index (`0`..`9`; `00`..`99` for 100 classes, so sorted order is label order),
 or a single `unlabelled/` for unconditional models. The .npz holds `images` (uint8 [N, C, H, W]) and
-`labels` (int64 [N]; -1 for unconditional models).
+`labels` (int64 [N]; -1 for unconditional models). Both formats keep `discriminator.npy`: the
+discriminator's logit on each exported image, in sample order, for rejection sampling
+(`ganforge.rejection_sampling`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from ganforge.atomic import staged_dir
-from ganforge.datamodules.base import to_uint8
+from ganforge.datamodules.base import to_signed_unit, to_uint8
 from ganforge.datamodules.image_file import UNREADABLE, describe, read_image
 from ganforge.datamodules.tree import image_tree
 from ganforge.errors import GanforgeError
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 NPZ_FILE = "samples.npz"
+SCORES_FILE = "discriminator.npy"  # float32 [N]; named in the manifest's "discriminator_scores"
+SCORES_KEY = "discriminator_scores"
 UNLABELLED = "unlabelled"
 FORMATS = ("png", "npz")
 MANIFEST_KEYS = ("format", "num_samples", "counts", "classes", "image", "seed", "created")  # export() writes
@@ -90,10 +94,12 @@ def class_names(num_classes: int | None) -> list[str]:
     return [f"{c:0{width}d}" for c in range(num_classes)]
 
 
-def samples(
-    model: GANLitModule, counts: list[int], seed: int, batch_size: int
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """(uint8 images, labels) batches: class 0's samples first, then class 1's, ..."""
+Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images, labels, discriminator logits
+
+
+def samples(model: GANLitModule, counts: list[int], seed: int, batch_size: int) -> Iterator[Batch]:
+    """(uint8 images, labels, D's logits on those images) batches: class 0's samples first, then
+    class 1's, ... D sees the exported (8-bit) images without its training augmentation, in eval mode."""
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     sampler = NoiseSampler(model.latent_dim, seed)
     for z, y in sampler.batches(range(len(labels)), batch_size, labels=labels):
@@ -103,7 +109,20 @@ def samples(
                 "this checkpoint generates points, not images (a 2-D mixture model); generate.py "
                 "exports image models"
             )
-        yield to_uint8(images).cpu(), y
+        images = to_uint8(images)
+        yield images.cpu(), y, discriminator_logits(model, images, y).cpu()
+
+
+@torch.no_grad()
+def discriminator_logits(model: GANLitModule, images: Tensor, labels: Tensor) -> Tensor:
+    was_training = model.discriminator.training
+    model.discriminator.eval()
+    try:
+        conditional = labels.to(images.device) if model.conditional else None
+        out = model.discriminate(to_signed_unit(images), conditional, augment=False, eager=True)
+    finally:
+        model.discriminator.train(was_training)
+    return out.float().reshape(len(images))
 
 
 def file_sha256(path: Path) -> str:
@@ -160,7 +179,8 @@ def not_an_export(folder: Path) -> str | None:
         for name in dirs + files
     }
     # one more than is there is enough to tell: a damaged manifest may claim any number of files
-    expected = set(itertools.islice(export_files(manifest["format"], counts), len(found) + 1))
+    files = export_files(manifest["format"], counts, scored=SCORES_KEY in manifest)
+    expected = set(itertools.islice(files, len(found) + 1))
     missing = sorted(expected - found)
     if missing:
         return f"its {missing[0]} is missing"
@@ -170,9 +190,12 @@ def not_an_export(folder: Path) -> str | None:
     return None
 
 
-def export_files(fmt: str, counts: dict[str, int]) -> Iterator[str]:
-    """The relative paths (files and folders) of an export of this format with these per-class counts."""
+def export_files(fmt: str, counts: dict[str, int], scored: bool = True) -> Iterator[str]:
+    """The relative paths (files and folders) of an export of this format with these per-class counts
+    (`scored`: with the discriminator's scores, as every export since they were added)."""
     yield MANIFEST
+    if scored:
+        yield SCORES_FILE
     if fmt == "npz":
         yield NPZ_FILE
         return
@@ -218,7 +241,10 @@ def export(
         staged_dir(out_dir, lambda: check_out_dir(out_dir, overwrite), "out_dir") as tmp,
         Progress("exporting", sum(counts), "images") as bar,
     ):
-        _write(counted(itertools.chain([first], batches), bar), tmp, names, counts, fmt, model.conditional)
+        scores = np.empty(sum(counts), np.float32)  # filled in place: many small kept tensors
+        images = scores_apart(counted(itertools.chain([first], batches), bar), scores)  # fragment the heap
+        _write(images, tmp, names, counts, fmt, model.conditional)
+        np.save(tmp / SCORES_FILE, scores)
         manifest = {
             "format": fmt,
             "num_samples": sum(counts),
@@ -226,6 +252,7 @@ def export(
             "classes": names if model.conditional else [],
             "image": {"channels": shape[0], "height": shape[1], "width": shape[2]},
             "seed": seed,
+            SCORES_KEY: SCORES_FILE,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **manifest,
         }
@@ -270,11 +297,20 @@ def check_space(out_dir: Path, fmt: str, num_samples: int, shape: tuple[int, int
         log.info(line)
 
 
-def counted(batches: Iterator[tuple[Tensor, Tensor]], bar: Progress) -> Iterator[tuple[Tensor, Tensor]]:
+def counted(batches: Iterator[Batch], bar: Progress) -> Iterator[Batch]:
     """The batches, each counted on the progress bar once it has been written."""
     for batch in batches:
         yield batch
         bar.advance(len(batch[0]))
+
+
+def scores_apart(batches: Iterator[Batch], scores: np.ndarray) -> Iterator[tuple[Tensor, Tensor]]:
+    """The (images, labels) of each batch; its discriminator logits written into `scores` in order."""
+    index = 0
+    for images, labels, logits in batches:
+        scores[index : index + len(logits)] = logits.numpy()
+        index += len(logits)
+        yield images, labels
 
 
 def _write(
@@ -365,3 +401,22 @@ def load(folder: str | Path) -> tuple[Tensor, Tensor, list[str]]:
     if classes == [UNLABELLED] or manifest.get("classes") == []:
         labels = torch.full_like(labels, -1)  # an unconditional model's export: no class labels
     return torch.stack(images), labels, classes
+
+
+def load_scores(folder: str | Path) -> Tensor | None:
+    """The discriminator's logit on each sample of an export, in the order `load` returns them; None
+    for an export made before they were written, or a folder generate.py did not write."""
+    root = Path(folder)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or SCORES_KEY not in manifest:
+        return None
+    scores = torch.from_numpy(np.load(root / manifest[SCORES_KEY]))
+    if scores.shape != (manifest["num_samples"],):
+        raise GanforgeError(
+            f"{root / manifest[SCORES_KEY]} holds {tuple(scores.shape)} scores for {manifest['num_samples']} "
+            "samples; export again with generate.py"
+        )
+    return scores

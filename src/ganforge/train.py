@@ -45,7 +45,7 @@ from ganforge.gan_module import GANLitModule
 from ganforge.metrics.features import ensure_inception_weights
 from ganforge.resume import check_resume, resumed_max_steps
 from ganforge.sweep import BASIC_SWEEPER, in_multirun, rerun_command, write_job_record
-from ganforge.synthesize import check_synthesize, synthesize
+from ganforge.synthesize import check_synthesize, synthesize, synthesize_on
 from ganforge.tracking import check_logger_config, finish, log_run_metadata
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
             datamodule.setup("fit")  # now, so that a set too small is refused before minutes of set-up
             name = getattr(datamodule, "name", "")  # image sets have one; the 2-D mixtures do not
             check_batch_fits(datamodule.batch_size, len(datamodule.data_train), name)
-        if cfg.get("synthesize"):
+        if synthesize_on(cfg):
             check_synthesize(cfg, datamodule)
         model = instantiate(cfg.model)
         requeue_signal = cluster.requeue_signal()
@@ -359,7 +359,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     where = report(trainer, cfg)
     for command in finish(trainer, failed=False):
         where["W&B (offline)"] = f"upload with: {command}"
-    if cfg.get("synthesize") and rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0 and synthesize_on(cfg):
         where |= synthesize(cfg, trainer, metrics)
     return metrics, where
 

@@ -24,7 +24,7 @@ from torchvision.datasets import VisionDataset
 from ganforge.checks import check_batch_fits
 from ganforge.datamodules.long_tail import LongTail
 from ganforge.datamodules.pack import PackedImages, Source, open_pack
-from ganforge.datamodules.sampler import EpochShuffle
+from ganforge.datamodules.sampler import EpochShuffle, WeightedEpochDraw
 from ganforge.errors import GanforgeError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class ImageDataModule(LightningDataModule):
         train_fraction_seed: int = 0,
         train_per_class: int | None = None,
         long_tail: Mapping[str, Any] | None = None,
+        class_balanced: bool = False,
         pack: bool = False,
         pack_dir: str | None = None,
     ) -> None:
@@ -111,6 +112,7 @@ class ImageDataModule(LightningDataModule):
                 "data.long_tail with data.train_per_class or data.train_fraction: set one of them (long_tail "
                 "cuts the training split itself)"
             )
+        self.class_balanced = class_balanced
         self.train_fraction = train_fraction
         self.train_per_class = train_per_class
         # per class, once a long tail cut the split: logged with the run's config (hparams.yaml, W&B)
@@ -123,6 +125,9 @@ class ImageDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.data_train: Dataset | None = None
+        # the training split before train_fraction / train_per_class / long_tail cut it: what the
+        # metrics classifier learns from, so that every cut of a data set is judged by the same network
+        self.full_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
         # the layout of the float batches handed to the model: GANLitModule asks for NHWC
@@ -145,6 +150,7 @@ class ImageDataModule(LightningDataModule):
         long tail (`ganforge.datamodules.long_tail`)."""
         if self.data_train is None:
             return
+        self.full_train = self.data_train
         if self.long_tail is not None:
             self._keep_long_tail(self.long_tail)
             return
@@ -211,7 +217,8 @@ class ImageDataModule(LightningDataModule):
                 )  # fmt: skip
             workers = 0
         if train:  # resumable: a checkpoint holds the data order and where in it training stopped
-            return resumable_loader(dataset, self.batch_size, workers, self.pin_memory)
+            weights = self._class_balanced_weights(dataset) if self.class_balanced else None
+            return resumable_loader(dataset, self.batch_size, workers, self.pin_memory, weights)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -219,6 +226,14 @@ class ImageDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,
         )
+
+    def _class_balanced_weights(self, dataset: Dataset) -> Tensor:
+        if not self.num_classes or self.num_classes < 2:
+            raise GanforgeError(
+                f"data.class_balanced=true draws every class equally often, and {self.name} has no class "
+                "labels; set data.class_balanced=false"
+            )
+        return class_balanced_weights(labels_of(dataset))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.data_train, "train", train=True)
@@ -237,21 +252,33 @@ class ImageDataModule(LightningDataModule):
 
 
 def resumable_loader(
-    dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    weights: Tensor | None = None,
 ) -> StatefulDataLoader:
-    """The training loader: shuffled by `EpochShuffle` (seeded by the run's seed), full batches only.
-    Its own generator (worker seeds) keeps it off the global RNG, which the training noise owns."""
+    """The training loader: shuffled by `EpochShuffle` (seeded by the run's seed), full batches only;
+    drawn with replacement in proportion to `weights` when given (`WeightedEpochDraw`). Its own
+    generator (worker seeds) keeps it off the global RNG, which the training noise owns."""
     seed = torch.initial_seed()
+    sampler = EpochShuffle(len(dataset), seed) if weights is None else WeightedEpochDraw(weights, seed)
     return StatefulDataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffle(len(dataset), seed),
+        sampler=sampler,
         generator=torch.Generator().manual_seed(seed),
         drop_last=True,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )
+
+
+def class_balanced_weights(labels: Tensor) -> Tensor:
+    """A weight per image, 1 / its class's count: every class is drawn equally often."""
+    counts = torch.bincount(labels)
+    return 1.0 / counts[labels].double()
 
 
 def decoded(dataset: Dataset) -> bool:

@@ -58,3 +58,17 @@ class EpochShuffle(Sampler[int]):
             return
         self.epoch = state["epoch"]
         self._resume_at = state["yielded"] if state["yielded"] < self.num_samples else 0
+
+
+class WeightedEpochDraw(EpochShuffle):
+    """`EpochShuffle`'s resumable epochs, each `len(weights)` indices drawn with replacement in
+    proportion to `weights` (e.g. 1 / class count: class-balanced batches from a long-tailed set)."""
+
+    def __init__(self, weights: torch.Tensor, seed: int) -> None:
+        super().__init__(len(weights), seed)
+        self.weights = weights.double()
+
+    def order(self, epoch: int) -> torch.Tensor:
+        (state,) = np.random.SeedSequence([self.seed, epoch]).generate_state(1, dtype=np.uint64)
+        generator = torch.Generator().manual_seed(int(state))
+        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)

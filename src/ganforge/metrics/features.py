@@ -1,8 +1,9 @@
 """Feature networks for FID/KID/IS. Each maps images in [-1, 1] to (features, class logits).
 
 `classifier`: penultimate features of a SmallCNN trained on the data set's real training images
-(offline; cached per data set). `inception`: the standard FID Inception-v3 of torch-fidelity, fed the
-way published numbers are computed (uint8 RGB, legacy TF1 bilinear resize to 299, no antialiasing).
+(offline; cached per data set; the whole training split, also when the GAN trains on a cut of it).
+`inception`: the standard FID Inception-v3 of torch-fidelity, fed the way published numbers are
+computed (uint8 RGB, legacy TF1 bilinear resize to 299, no antialiasing).
 """
 
 from __future__ import annotations
@@ -111,6 +112,16 @@ def ensure_inception_weights() -> Path:
     return path
 
 
+def training_images(datamodule: ImageDataModule, split: str) -> Any:
+    """What the metrics classifier learns from: `full`, the data set's whole training split, also when
+    data.train_fraction / train_per_class / long_tail cut what the GAN sees (one judge for every cut,
+    and one that knows the rare classes as well as the others); `subset`, only the GAN's images."""
+    if split not in ("full", "subset"):
+        raise GanforgeError(f"metrics.classifier.train_split must be full or subset, got {split!r}")
+    full = datamodule.full_train if datamodule.full_train is not None else datamodule.data_train
+    return full if split == "full" else datamodule.data_train
+
+
 def classifier_features(
     datamodule: ImageDataModule, settings: dict[str, Any], cache_dir: str, device: torch.device
 ) -> ClassifierFeatures:
@@ -128,8 +139,10 @@ def classifier_features(
             "test or val split; hold some out (e.g. data.val_fraction=0.1), or use metrics=inception or none"
         )
     held_out = splits[split]
+    train = training_images(datamodule, settings["train_split"])
+    settings = {k: v for k, v in settings.items() if k != "train_split"}  # the fingerprint says it
     key = {
-        "train": fingerprint(datamodule.data_train),
+        "train": fingerprint(train),
         "test": fingerprint(held_out),
         "channels": datamodule.channels,
         "num_classes": datamodule.num_classes,
@@ -166,7 +179,7 @@ def classifier_features(
             path,
         )
         training = {k: settings[k] for k in ("epochs", "max_steps", "lr", "batch_size", "seed")}
-        fit_classifier(model, datamodule.data_train, device, **training, progress="metrics classifier")
+        fit_classifier(model, train, device, **training, progress="metrics classifier")
         test_accuracy = accuracy(model, held_out, device)
         log.info("classifier %s accuracy %.4f -> %s", split, test_accuracy, path)
         atomic_save({"state_dict": model.state_dict(), "test_accuracy": test_accuracy, "key": key}, path)
