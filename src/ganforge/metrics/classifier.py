@@ -166,7 +166,9 @@ def _loss(
     """The cross-entropy (class-weighted, on adjusted logits, as `balancing` says) and the number of
     correct predictions (of the plain logits)."""
     images, labels = images.to(device), labels.to(device)
-    if transform is not None:  # per image: a batch-level call would draw one set of parameters for all
+    if getattr(transform, "batched", False):  # draws parameters per image itself (ganforge.augmentation)
+        images = transform(images)
+    elif transform is not None:  # per image: a batch-level call would draw one set of parameters for all
         images = torch.stack([transform(x) for x in images])
     logits = model(to_signed_unit(images))
     weights = offsets = None
