@@ -64,12 +64,14 @@ def write_job(
     )
     with (job / "augment" / "results.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(
-            ["strategy", "setting", "value", "real images", "synthetic images", "seed", "test accuracy"]
-        )
-        for seed in (0, 1):
+        writer.writerow([
+            "strategy", "setting", "value", "real images", "synthetic images", "seed", "test accuracy",
+            "balanced accuracy", "rare-class recall",
+        ])  # fmt: skip
+        for seed in (0, 1):  # a balanced set: augment.py leaves the rare-class recall empty
             for setting, a in accuracy.items():
-                writer.writerow([setting.split()[0], setting, "", 10 * size, 0, seed, a + 0.01 * seed])
+                row = [setting.split()[0], setting, "", 10 * size, 0, seed, a + 0.01 * seed, a, ""]
+                writer.writerow(row)
 
 
 def test_report_writes_the_table_the_gan_quality_and_the_plot(
@@ -217,3 +219,21 @@ def test_a_long_tail_sweep_reports_balanced_accuracy_and_rare_recall_per_ratio(t
         ("100", "0", "2", pytest.approx(0.95)), ("100", "1", "2", pytest.approx(0.85)),
     ]  # fmt: skip
     assert files["curve plot"].name == "long_tail.png" and files["curve plot"].stat().st_size > 0
+
+
+def test_a_report_that_fails_at_the_end_of_a_sweep_says_how_to_rerun_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from omegaconf import OmegaConf
+
+    from ganforge.scarcity import ScarcityCurve
+
+    write_job(tmp_path / "per_class=5,seed=0", 5, 0, {"mixed x1": 0.6})  # no real-only row to compare to
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "logger": None})
+    with caplog.at_level(logging.ERROR, logger="ganforge.scarcity"):
+        ScarcityCurve().on_multirun_end(config)  # Hydra would turn an exception into a bare warning
+    assert caplog.messages == [
+        f"the curve of {tmp_path} was not written (GanforgeError: no real-only baseline at real per class 5: "
+        f"keep one of real, real_augmented in strategies); the jobs' results are kept, report them with "
+        f"python -m ganforge.scarcity {tmp_path}"
+    ]

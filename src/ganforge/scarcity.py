@@ -99,7 +99,7 @@ def load_jobs(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
         }
         with (gan_file.parent / "results.csv").open(newline="") as f:
             for row in csv.DictReader(f):
-                scores = {k: float(row[k]) for k in SCORES if row.get(k)}
+                scores = {k: float(row[k]) if row.get(k) else None for k in SCORES}  # "": balanced
                 results.append(row | scores | {"seed": int(row["seed"])} | job)
         per_class = gan_file.parent / "gan_classes.csv"
         if per_class.is_file():
@@ -323,7 +323,14 @@ class ScarcityCurve(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        files = report(sweep_dir) if sweep_dir.is_dir() else None
+        try:
+            files = report(sweep_dir) if sweep_dir.is_dir() else None
+        except Exception as err:  # Hydra would only warn; the jobs' results are kept either way
+            log.error(
+                "the curve of %s was not written (%s: %s); the jobs' results are kept, report them with "
+                "python -m ganforge.scarcity %s", sweep_dir, type(err).__name__, err, sweep_dir,
+            )  # fmt: skip
+            return
         if files and "wandb" in (config.get("logger") or {}):
             sync = log_wandb(files, config.logger.wandb.project, config.logger.wandb.entity)
             if sync:
