@@ -195,8 +195,8 @@ def test_the_long_tail_curve_in_one_multirun(tmp_path: Path, run_script) -> None
     from tests.conftest import SMALL_NETWORKS
 
     args = [
-        "hydra.mode=MULTIRUN", "experiment=long_tail_mnist", "data=digits", "data.long_tail.ratio=5,10",
-        "seed=0", "data.image_size=16", "max_g_steps=4", *SMALL_NETWORKS["cdcgan"], "logger=csv",
+        "hydra.mode=MULTIRUN", "experiment=long_tail_mnist", "data=digits", "data.long_tail.ratio=10",
+        "data.long_tail.profile=exponential,step", "seed=0", "data.image_size=16", "max_g_steps=4", *SMALL_NETWORKS["cdcgan"], "logger=csv",
         "extras.print_config=false", "metrics.num_samples=200", "metrics.num_reference=100",
         "metrics.classifier.epochs=2", "metrics.classifier.width=16",
         "callbacks.sample_quality.every_n_g_steps=4", "callbacks.sample_grid.every_n_g_steps=4",
@@ -208,11 +208,11 @@ def test_the_long_tail_curve_in_one_multirun(tmp_path: Path, run_script) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = {job.name for job in sweep.iterdir() if (job / "augment" / "gan.json").is_file()}
-    assert jobs == {"ratio=5,seed=0", "ratio=10,seed=0"}
+    assert jobs == {"profile=exponential,ratio=10,seed=0", "profile=step,ratio=10,seed=0"}  # apart
     rows = list(csv.DictReader((sweep / "long_tail.csv").open()))
-    assert [(r["imbalance ratio"], r["setting"], r["pairs"]) for r in rows] == [
-        (ratio, setting, "2")
-        for ratio in ("5", "10")
+    assert [(r["imbalance profile"], r["imbalance ratio"], r["setting"], r["pairs"]) for r in rows] == [
+        (profile, "10", setting, "2")
+        for profile in ("exponential", "step")
         for setting in (
             "real", "real, re-sampled", "real + synthetic fill to 0.25 x n_max, re-sampled",
             "real + synthetic fill to 0.25 x n_max, re-sampled (DRS)",

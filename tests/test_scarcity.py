@@ -13,6 +13,7 @@ import pytest
 
 from ganforge.config import step_budget
 from ganforge.downstream import LONG_TAIL, STRATEGIES
+from ganforge.scarcity import LONG_TAIL as LONG_TAIL_CURVE
 from ganforge.scarcity import curve, main, paired_interval, report
 from tests.conftest import SMALL_NETWORKS
 
@@ -88,7 +89,7 @@ def test_report_writes_the_table_the_gan_quality_and_the_plot(
     )
     with caplog.at_level(logging.WARNING, logger="ganforge.scarcity"):
         files = report(tmp_path)
-    assert caplog.messages == ["the GAN of seed 2 at 10 per class recorded no sample quality"]
+    assert caplog.messages == ["the GAN of seed 2 at real per class 10 recorded no sample quality"]
     assert files is not None
     rows = list(csv.DictReader(files["curve table"].open()))
     assert [(r["real per class"], r["setting"], r["pairs"]) for r in rows] == [
@@ -162,12 +163,18 @@ def test_the_scarcity_curve_in_one_multirun(tmp_path: Path, run_script) -> None:
 
 
 def write_long_tail_job(
-    job: Path, ratio: float, gan_seed: int, scores: dict[str, tuple[str, float, float]]
+    job: Path,
+    ratio: float,
+    gan_seed: int,
+    scores: dict[str, tuple[str, float, float]],
+    profile: str | None = None,  # None: a record from before profiles were (an exponential tail)
 ) -> None:
     """A long-tail job: per setting (strategy, balanced accuracy, rare-class recall) at 2 seeds."""
     (job / "augment").mkdir(parents=True)
     quality = {"fid": ratio / 10, "rare class accuracy": 0.5 + gan_seed / 10}
     record = {"real per class": 1000, "imbalance ratio": ratio, "gan seed": gan_seed, "quality": quality}
+    if profile is not None:
+        record["imbalance profile"] = profile
     (job / "augment" / "gan.json").write_text(json.dumps(record))
     columns = ["strategy", "setting", "value", "real images", "synthetic images", "seed", "test accuracy",
                "balanced accuracy", "rare-class recall", "synthetic filter"]  # fmt: skip
@@ -219,6 +226,46 @@ def test_a_long_tail_sweep_reports_balanced_accuracy_and_rare_recall_per_ratio(t
         ("100", "0", "2", pytest.approx(0.95)), ("100", "1", "2", pytest.approx(0.85)),
     ]  # fmt: skip
     assert files["curve plot"].name == "long_tail.png" and files["curve plot"].stat().st_size > 0
+
+
+def test_exponential_and_step_tails_in_one_sweep_are_separate_regimes(tmp_path: Path) -> None:
+    exponential = {
+        "real, re-sampled + augmentation": ("resampled_augmented", 0.90, 0.85),
+        "real + synthetic fill": ("filled_augmented", 0.91, 0.89),
+    }
+    step = {  # another best real-only row: each regime is judged against its own
+        "real, re-sampled + augmentation": ("resampled_augmented", 0.70, 0.40),
+        "real, logit-adjusted + augmentation": ("logit_adjusted_augmented", 0.75, 0.50),
+        "real + synthetic fill": ("filled_augmented", 0.72, 0.45),
+    }
+    for gan_seed in (0, 1):
+        write_long_tail_job(
+            tmp_path / f"profile=exponential,ratio=100,seed={gan_seed}", 100, gan_seed, exponential
+        )
+        write_long_tail_job(tmp_path / f"profile=step,ratio=100,seed={gan_seed}", 100, gan_seed, step, "step")
+    files = report(tmp_path)
+    assert files is not None
+    rows = list(csv.DictReader(files["curve table"].open()))
+    regimes = [(r["imbalance profile"], r["imbalance ratio"], r["setting"], r["baseline"]) for r in rows]
+    assert regimes == [("exponential", "100", s, "real, re-sampled + augmentation") for s in exponential] + [
+        ("step", "100", s, "real, logit-adjusted + augmentation") for s in step
+    ]
+    assert float(rows[-1]["difference"]) == pytest.approx(-0.03)
+    quality = list(csv.DictReader(files["GAN quality"].open()))
+    assert [(q["imbalance profile"], q["gan seeds"]) for q in quality] == [
+        ("exponential", "2"),
+        ("step", "2"),
+    ]
+    classes = list(csv.DictReader(files["GAN per class"].open()))
+    assert [(c["imbalance profile"], c["class"]) for c in classes] == [
+        ("exponential", "0"), ("exponential", "1"), ("step", "0"), ("step", "1"),
+    ]  # fmt: skip
+    assert files["curve plot"].stat().st_size > 0
+    assert [LONG_TAIL_CURVE.label(regime) for regime in [("exponential", 10), ("step", 100)]] == [
+        "10",
+        "100 (step)",
+    ]
+    assert LONG_TAIL_CURVE.describe(("step", 100)) == "imbalance ratio 100 (step)"
 
 
 def test_a_report_that_fails_at_the_end_of_a_sweep_says_how_to_rerun_it(

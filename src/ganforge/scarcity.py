@@ -4,7 +4,8 @@ chain (`python train.py -m experiment=scarcity_mnist`, or `experiment=long_tail_
 Every job (one regime, one GAN seed) leaves `augment/results.csv` (a row per strategy setting and
 downstream seed), `augment/gan.json` (the regime, the GAN's seed and its sample quality) and
 `augment/gan_classes.csv` (its quality per class). The regime is the real data's size (images per
-class) for a scarcity sweep, its imbalance ratio for a long-tail one (`data.long_tail`). Per regime
+class) for a scarcity sweep, its imbalance profile and ratio for a long-tail one (`data.long_tail`:
+a sweep may hold exponential and step tails side by side, each its own regime). Per regime
 and setting the curve holds the mean score and the paired difference to the best real-only baseline of
 that regime (the higher mean), paired over (GAN seed, downstream seed), with a 95% t interval: a
 setting helps where the whole interval is above zero. The score is test accuracy for scarcity, and
@@ -15,6 +16,7 @@ recall, where a long tail hurts most.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -48,21 +50,33 @@ class Kind:
 
     name: str  # of the files: <name>.csv, <name>.png
     title: str
-    regime: str  # the column that says which regime a row is in
+    regime: tuple[str, ...]  # the columns that say which regime a row is in; the last is the plot's x
     score: str  # results.csv's column the curve compares
     baselines: tuple[str, ...]  # the real-only strategies, the best of which is the bar
     axis: str
 
-    def of(self, job: Row) -> Any:
-        return job[self.regime]
+    def of(self, job: Row) -> tuple[Any, ...]:
+        return tuple(job[column] for column in self.regime)
+
+    def columns(self, regime: tuple[Any, ...]) -> Row:
+        return dict(zip(self.regime, regime, strict=True))
+
+    def label(self, regime: tuple[Any, ...]) -> str:
+        """A regime in a table cell: `5`, `100`, `100 (step)` (an exponential tail is the default)."""
+        *group, x = regime
+        return " ".join([f"{x:g}", *(f"({g})" for g in group if g != "exponential")])
+
+    def describe(self, regime: tuple[Any, ...]) -> str:
+        """A regime in a sentence: `real per class 5`, `imbalance ratio 100 (step)`."""
+        return f"{self.regime[-1]} {self.label(regime)}"
 
 
 SCARCITY = Kind(
-    "scarcity", "Scarcity curve", "real per class", "test accuracy", ("real", "real_augmented"),
+    "scarcity", "Scarcity curve", ("real per class",), "test accuracy", ("real", "real_augmented"),
     "real training images per class",
 )  # fmt: skip
 LONG_TAIL = Kind(
-    "long_tail", "Long-tail curve", "imbalance ratio", "balanced accuracy", REAL_ONLY,
+    "long_tail", "Long-tail curve", ("imbalance profile", "imbalance ratio"), "balanced accuracy", REAL_ONLY,
     "imbalance ratio (largest class / smallest)",
 )  # fmt: skip
 BASELINES = SCARCITY.baselines
@@ -83,6 +97,7 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> t
 
 
 SCORES = ("test accuracy", "balanced accuracy", "rare-class recall")  # results.csv's numbers
+JOB_KEYS = ("real per class", "imbalance profile", "imbalance ratio", "gan seed")  # gan.json's, on every row
 
 
 def load_jobs(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
@@ -91,12 +106,10 @@ def load_jobs(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
     results, gans, classes = [], [], []
     for gan_file in sorted(sweep_dir.glob(f"*/{GAN}")):
         gan = json.loads(gan_file.read_text())
+        if gan.get("imbalance ratio"):  # records from before profiles were: exponential tails
+            gan.setdefault("imbalance profile", "exponential")
         gans.append(gan)
-        job = {
-            "real per class": gan["real per class"],
-            "imbalance ratio": gan.get("imbalance ratio"),
-            "gan seed": gan["gan seed"],
-        }
+        job = {key: gan.get(key) for key in JOB_KEYS}
         with (gan_file.parent / "results.csv").open(newline="") as f:
             for row in csv.DictReader(f):
                 scores = {k: float(row[k]) if row.get(k) else None for k in SCORES}  # "": balanced
@@ -130,7 +143,7 @@ def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
         baselines = [s for s in settings if strategy[s] in kind.baselines]
         if not baselines:
             raise GanforgeError(
-                f"no real-only baseline at {kind.regime} {regime}: keep one of {', '.join(kind.baselines)} "
+                f"no real-only baseline at {kind.describe(regime)}: keep one of {', '.join(kind.baselines)} "
                 "in strategies"
             )
         best = max(baselines, key=lambda s: statistics.fmean(score[regime, s].values()))
@@ -139,8 +152,7 @@ def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
             pairs = sorted(set(mine) & set(base))
             diff, low, high = paired_interval([mine[p] - base[p] for p in pairs])
             values = list(mine.values())
-            row = {
-                kind.regime: regime,
+            row = kind.columns(regime) | {
                 "strategy": strategy[setting],
                 "setting": setting,
                 "pairs": len(pairs),
@@ -168,7 +180,7 @@ def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
 
 def gan_quality(gans: list[Row], kind: Kind = SCARCITY) -> list[Row]:
     """The GANs' sample quality per regime, averaged over their seeds: is a bad GAN to blame?"""
-    by_regime: dict[Any, list[Row]] = defaultdict(list)
+    by_regime: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for gan in gans:
         by_regime[kind.of(gan)].append(gan)
     rows = []
@@ -176,10 +188,10 @@ def gan_quality(gans: list[Row], kind: Kind = SCARCITY) -> list[Row]:
         runs = [r for r in all_runs if r["quality"]]
         for r in all_runs:
             if not r["quality"]:
-                where = f"at {regime} per class" if kind is SCARCITY else f"at imbalance ratio {regime:g}"
-                log.warning("the GAN of seed %s %s recorded no sample quality", r["gan seed"], where)
+                where = kind.describe(regime)
+                log.warning("the GAN of seed %s at %s recorded no sample quality", r["gan seed"], where)
         keys = sorted({k for r in runs for k in r["quality"]})
-        rows.append({kind.regime: regime, "gan seeds": len(runs)} | {
+        rows.append(kind.columns(regime) | {"gan seeds": len(runs)} | {
             k: statistics.fmean(r["quality"][k] for r in runs if k in r["quality"]) for k in keys
         })  # fmt: skip
     return rows
@@ -187,15 +199,15 @@ def gan_quality(gans: list[Row], kind: Kind = SCARCITY) -> list[Row]:
 
 def gan_classes(classes: list[Row], kind: Kind) -> list[Row]:
     """The GANs' quality per (regime, class), averaged over their seeds."""
-    groups: dict[tuple[Any, int], list[Row]] = defaultdict(list)
+    groups: dict[tuple[tuple[Any, ...], int], list[Row]] = defaultdict(list)
     for row in classes:
         groups[kind.of(row), int(row["class"])].append(row)
-    skip = {"class", "real per class", "imbalance ratio", "gan seed"}
+    skip = {"class", *JOB_KEYS}
     rows = []
     for (regime, c), runs in sorted(groups.items()):
         keys = [k for k in runs[0] if k not in skip]
         values = {k: [r[k] for r in runs if r.get(k) is not None] for k in keys}
-        rows.append({kind.regime: regime, "class": c, "gan seeds": len(runs)} | {
+        rows.append(kind.columns(regime) | {"class": c, "gan seeds": len(runs)} | {
             k: statistics.fmean(v) if v else None for k, v in values.items()
         })  # fmt: skip
     return rows
@@ -218,13 +230,21 @@ def plot(rows: list[Row], path: Path, kind: Kind = SCARCITY) -> Path:
         best = chosen.get(r["strategy"])
         if best is None or statistics.fmean(overall[r["setting"]]) > statistics.fmean(overall[best]):
             chosen[r["strategy"]] = r["setting"]
+    groups = sorted({kind.of(r)[:-1] for r in rows})  # a long tail's profiles: a line style each
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for setting in chosen.values():
-        points = sorted((kind.of(r), r[column], r["std"]) for r in rows if r["setting"] == setting)
-        x, y, err = zip(*points, strict=True)
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=setting)
+    for style, group in zip(itertools.cycle(("-", "--", ":", "-.")), groups):
+        suffix = "".join(f" ({g})" for g in group if g != "exponential")
+        for setting in chosen.values():
+            points = sorted(
+                (kind.of(r)[-1], r[column], r["std"])
+                for r in rows
+                if r["setting"] == setting and kind.of(r)[:-1] == group
+            )
+            if points:
+                x, y, err = zip(*points, strict=True)
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle=style, label=setting + suffix)
     ax.set_xscale("log")
-    ax.set_xticks(sorted({kind.of(r) for r in rows}))
+    ax.set_xticks(sorted({kind.of(r)[-1] for r in rows}))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(kind.axis)
@@ -253,7 +273,7 @@ def print_table(rows: list[Row], title: str, kind: Kind = SCARCITY) -> None:
     for r in rows:
         diff = f"{r['difference']:+.4f} [{r['ci low']:+.4f}, {r['ci high']:+.4f}]"
         cells = [
-            f"{kind.of(r):g}", r["setting"], str(r["pairs"]), f"{r[column]:.4f} ± {r['std']:.4f}",
+            kind.label(kind.of(r)), r["setting"], str(r["pairs"]), f"{r[column]:.4f} ± {r['std']:.4f}",
             f"[green]{diff}[/green]" if r["helps"] else diff,
         ]  # fmt: skip
         if rare:

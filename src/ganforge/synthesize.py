@@ -148,6 +148,7 @@ def synthesize(cfg: DictConfig, trainer: Trainer, metrics: dict[str, float]) -> 
     write_csv(classes, results_dir / "gan_classes.csv")
     record = {
         "real per class": len(data.data_train) // data.num_classes,
+        "imbalance profile": data.long_tail.profile if data.long_tail is not None else None,
         "imbalance ratio": data.long_tail.ratio if data.long_tail is not None else None,
         "gan seed": cfg.seed,
         "checkpoint": str(ckpt),
