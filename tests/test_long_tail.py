@@ -196,7 +196,8 @@ def test_the_long_tail_curve_in_one_multirun(tmp_path: Path, run_script) -> None
 
     args = [
         "hydra.mode=MULTIRUN", "experiment=long_tail_mnist", "data=digits", "data.long_tail.ratio=10",
-        "data.long_tail.profile=exponential,step", "seed=0", "data.image_size=16", "max_g_steps=4", *SMALL_NETWORKS["cdcgan"], "logger=csv",
+        "data.long_tail.profile=exponential,step", "seed=0", "data.image_size=16", "max_g_steps=4",
+        *SMALL_NETWORKS["cdcgan"], "logger=csv",
         "extras.print_config=false", "metrics.num_samples=200", "metrics.num_reference=100",
         "metrics.classifier.epochs=2", "metrics.classifier.width=16",
         "callbacks.sample_quality.every_n_g_steps=4", "callbacks.sample_grid.every_n_g_steps=4",
