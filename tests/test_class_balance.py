@@ -83,7 +83,7 @@ def test_augment_runs_the_long_tail_baselines(tmp_path: Path) -> None:
         assert 0 <= row["balanced accuracy"] <= 1 and 0 <= row["rare-class recall"] <= 1
     assert len({round(r["mean"], 6) for r in summary}) > 1  # the methods train differently
     header = (tmp_path / "out" / "results.csv").read_text().splitlines()[0]
-    assert header.endswith("test accuracy,balanced accuracy,rare-class recall")
+    assert header.endswith("test accuracy,balanced accuracy,rare-class recall,synthetic filter")
 
 
 @pytest.mark.parametrize(
