@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +128,13 @@ def test_refuses_unlabelled_or_too_small_synthetic_sets(
 def test_synthesize_chain_trains_exports_and_measures_in_one_run(
     make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = make_cfg(
+    overrides = (
         "experiment=scarce_mnist", "data=digits", "data.image_size=16", "data.batch_size=16", "model=cdcgan",
         "max_g_steps=4", "synthesize.export.num_samples=200", "synthesize.downstream.seeds=[0]",
         "synthesize.downstream.ratios=[1]", "synthesize.downstream.classifier.steps=2",
         "synthesize.downstream.classifier.width=8", "data.train_fraction=0.1",
     )  # fmt: skip
+    cfg = make_cfg(*overrides)
     _, where = train(cfg)
     out = Path(cfg.paths.output_dir)
     assert (
@@ -169,6 +171,16 @@ def test_synthesize_chain_trains_exports_and_measures_in_one_run(
     with pytest.raises(GanforgeError, match=re.escape("holds an export of another checkpoint or with other")):
         train(cfg)
     assert (out / "synthetic" / "manifest.json").read_text() == manifest  # refused, not replaced
+
+    # the finished run directory, moved (to faster disk, another sweep folder) and started again to
+    # add a strategy: its checkpoints are where it is now, so the same export is found and reused
+    moved = Path(shutil.move(out, tmp_path / "moved"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ganforge.synthesize"):
+        train(make_cfg(*overrides, "synthesize.downstream.strategies=[real]", run="moved"))
+    assert (moved / "synthetic" / "manifest.json").read_text() == manifest
+    assert any("already holds this checkpoint's export" in m for m in caplog.messages)
+    assert (moved / "augment" / "summary.csv").read_text().count("\n") == 2  # header and the one row
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,10 @@ Lightning's own end-of-training save comes after the fit loop has counted a stop
 finished; a checkpoint from there resumes one epoch ahead, so the final save happens here instead.
 
 `BestCheckpoint` keeps `best.ckpt` at the best value the sample-quality callback has measured.
+
+A run directory that was moved or copied keeps its checkpoints: both callbacks take the files their
+state names from where they are now (Lightning's own forgets them when the directory changes, and a
+finished run started again in its new place would have nothing to synthesize from).
 """
 
 from __future__ import annotations
@@ -26,6 +30,21 @@ from ganforge.callbacks.sample_quality import SampleQualityCallback
 from ganforge.callbacks.wall_clock import WallClock
 from ganforge.checkpoint_layout import BEST, NUMBERED
 from ganforge.errors import GanforgeError
+
+
+def in_moved_run(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """`state` with its files in `dirpath` when they are there under the same names: the run
+    directory moved. A run resumed into a new directory from another run's checkpoint has none of
+    them, and keeps Lightning's behaviour (its best and last checkpoints are still to come)."""
+    old = state.get("dirpath")
+    if not old or dirpath is None or old == dirpath:
+        return state
+    keys = ("best_model_path", "kth_best_model_path", "last_model_path")
+    moved = {k: str(Path(dirpath) / Path(state[k]).name) for k in keys if state.get(k)}
+    moved_k = {str(Path(dirpath) / Path(p).name): v for p, v in state.get("best_k_models", {}).items()}
+    if not all(Path(p).is_file() for p in [*moved.values(), *moved_k]):
+        return state
+    return state | moved | {"dirpath": dirpath, "best_k_models": moved_k}
 
 
 class GANCheckpoint(ModelCheckpoint):
@@ -80,6 +99,9 @@ class GANCheckpoint(ModelCheckpoint):
         """A budget in epochs ends at an epoch boundary: the state after it is the last one."""
         if pl_module.g_step != self._saved_g_step:
             self.save(trainer, numbered=False)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(in_moved_run(state_dict, self.dirpath))
 
     def save(self, trainer: Trainer, numbered: bool) -> None:
         candidates = self._monitor_candidates(trainer)
@@ -142,7 +164,7 @@ class BestCheckpoint(ModelCheckpoint):
         return super().state_dict() | {"best_g_step": self.best_g_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        super().load_state_dict(in_moved_run(state_dict, self.dirpath))
         if self.best_model_score is None:  # resumed into another run directory: its best.ckpt is to come
             self.best_model_path = ""
         else:
