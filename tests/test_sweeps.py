@@ -52,6 +52,18 @@ def test_grid_multirun_separate_runs_and_wandb_runs(tmp_path: Path, run_script, 
     assert "Sweep summary" in result.stdout
 
 
+@pytest.mark.slow
+def test_a_grid_sweep_runs_past_a_failed_job_then_exits_non_zero(tmp_path: Path, run_script) -> None:
+    fast = [o for o in SWEEP_FAST if not o.startswith("data.batch_size=")]
+    result = run_script(["hydra.mode=MULTIRUN", *fast, "data.batch_size=4096,16"])  # 4096 > 1,437 digits
+    assert result.returncode == 1
+    rows = summary(sweep_dir(tmp_path))
+    assert [r["status"] for r in rows] == ["failed", "completed"]  # the job after the failure ran
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: 1 of 2 jobs failed, the first with GanforgeError: data.batch_size=4096")
+    assert line.endswith(f"each job's error is in {sweep_dir(tmp_path) / 'summary.csv'}")
+
+
 OPTUNA_SWEEP = """\
 # @package _global_
 defaults:

@@ -30,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from ganforge import sweep
 from ganforge.cluster import launcher_size
 from ganforge.errors import GanforgeError
 from ganforge.gan_module import optimizer_steps
@@ -94,22 +95,25 @@ def prepare_hydra() -> None:
 def run_app(task: Callable[[], Any], conf_dir: str | Path, config_name: str) -> None:
     """What an entry script's `__main__` runs: prepare_hydra(), then its Hydra app, with a mistake in
     the command line (a key that does not exist, an option its group does not have, an override that
-    does not parse, a config file that is not YAML) reported as one `error:` line that names the fix.
-    HYDRA_FULL_ERROR=1 keeps Hydra's own report (and a full traceback for everything else)."""
+    does not parse, a config file that is not YAML) reported as one `error:` line that names the fix,
+    and a grid sweep with failed jobs ends in one (after it has run them all). HYDRA_FULL_ERROR=1
+    keeps Hydra's own report (and a full traceback for everything else)."""
     prepare_hydra()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         task()
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the error is read here
-    try:
-        task()
-    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
-        message = command_line_error(err, conf_dir, config_name, sys.argv[1:])
-        raise SystemExit(f"error: {message}") from None
-    except yaml.YAMLError as err:  # a config file, e.g. the machine's own conf/local/default.yaml
-        raise SystemExit(f"error: {yaml_error(err)}") from None
-    finally:
-        del os.environ["HYDRA_FULL_ERROR"]
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the error is read here
+        try:
+            task()
+        except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+            message = command_line_error(err, conf_dir, config_name, sys.argv[1:])
+            raise SystemExit(f"error: {message}") from None
+        except yaml.YAMLError as err:  # a config file, e.g. the machine's own conf/local/default.yaml
+            raise SystemExit(f"error: {yaml_error(err)}") from None
+        finally:
+            del os.environ["HYDRA_FULL_ERROR"]
+    if sweep.failed_grid_jobs:  # the sweep went on past them and wrote its summary
+        raise SystemExit(f"error: {sweep.failed_grid_jobs[0]}")
 
 
 def command_line_error(err: Exception, conf_dir: str | Path, config_name: str, argv: list[str]) -> str:

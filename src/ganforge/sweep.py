@@ -92,8 +92,26 @@ def print_summary(records: list[dict[str, Any]], path: Path) -> None:
     rich.print(table)
 
 
+# what run_app reports when the grid sweep this process ran had failed jobs: the exit code says so
+failed_grid_jobs: list[str] = []
+
+
+def job_files(sweep_dir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in sweep_dir.glob(f"*/{JOB_FILE}")}
+
+
 class SweepSummary(Callback):
-    """Hydra callback: after a multirun, summary.csv in the sweep directory and a printed table."""
+    """Hydra callback: after a multirun, summary.csv in the sweep directory and a printed table.
+
+    A grid sweep goes on past a failed job, then exits non-zero (run_app) so that a script or a
+    scheduler that runs it sees the missing results; failed trials are part of a search (Optuna)."""
+
+    def __init__(self) -> None:
+        self.before: dict[Path, int] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self.before = job_files(sweep_dir) if sweep_dir.is_dir() else {}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -101,6 +119,15 @@ class SweepSummary(Callback):
             return
         path, records = write_summary(sweep_dir)
         print_summary(records, path)
+        if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return
+        ran = [p for p, mtime in job_files(sweep_dir).items() if self.before.get(p) != mtime]
+        failed = [r for r in map(json.loads, (p.read_text() for p in ran)) if r["status"] == "failed"]
+        if failed:
+            failed_grid_jobs.append(
+                f"{len(failed)} of {len(ran)} jobs failed, the first with {failed[0]['error']} "
+                f"({failed[0]['run_dir']}); each job's error is in {path}"
+            )
 
 
 def rerun_command(hydra: DictConfig, task: Sequence[str], ckpt: Path | None = None) -> str:
