@@ -98,6 +98,12 @@ BAD_INPUTS = {
         "error: model.optimzer_g.lr is not a config key (a new one takes a +: +model.optimzer_g.lr=...); "
         "did you mean model.optimizer_g.lr?",
     ),
+    "a path the override grammar reads as syntax": (
+        ["paths.data_dir=/data/profile=step,ratio=100"],
+        "error: paths.data_dir=/data/profile=step,ratio=100 does not parse (mismatched input '=' expecting "
+        """<EOF>); quote the value: 'paths.data_dir="/data/profile=step,ratio=100"'""",
+    ),
+    "a list written wrongly": (["tags=[a,b"], "error: no viable alternative at input '[a,b'"),
     "misspelt option": (
         ["model=dcgna"],
         "error: model=dcgna is not a model config (options: cdcgan, csngan, dcgan, lsgan, mlp, mlp_2d, "

@@ -19,6 +19,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
@@ -132,7 +133,23 @@ def command_line_error(err: Exception, conf_dir: str | Path, config_name: str, a
         guess = f"; did you mean {near[0]}?" if near else ""
         return f"{key} is not a config key (a new one takes a +: +{key}=...){guess}"
     lines = [line.strip() for line in [str(err), str(err.__cause__ or "")] if line.strip()]
-    return " ".join(line.splitlines()[0] for line in lines)
+    message = " ".join(line.splitlines()[0] for line in lines)
+    quoted = quoted_override(err.override) if isinstance(err, OverrideParseException) else None
+    if quoted is not None:  # a path or name with = , : or spaces in it: what the grammar reads as syntax
+        return f"{err.override} does not parse ({message}); quote the value: '{quoted}'"
+    return message
+
+
+def quoted_override(override: str) -> str | None:
+    """`key="value"` when that parses and `override` (key=value) does not, else None."""
+    key, sep, value = override.partition("=")
+    if not sep or '"' in value or value[:1] in "[{" or re.match(r"\w+\(", value):
+        return None  # a list, dict or sweep (choice, range, ...) written wrongly: not a string
+    try:
+        OverridesParser.create().parse_overrides([f'{key}="{value}"'])
+    except OverrideParseException:
+        return None
+    return f'{key}="{value}"'
 
 
 def yaml_error(err: yaml.YAMLError) -> str:
