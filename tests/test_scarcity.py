@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,30 @@ def test_the_curve_pairs_by_seeds_against_the_best_real_only_row() -> None:
     assert by_setting["real"]["difference"] == pytest.approx(-0.05)
 
 
+def test_a_real_only_row_every_gan_job_repeats_counts_once_per_downstream_seed() -> None:
+    # two GAN jobs ran the same real-only classifiers on the same real subset: identical to the digit
+    plain = {(g, s): 0.90 + 0.01 * s for g in (0, 1) for s in range(5)}
+    augmented = {(g, s): 0.95 + 0.01 * s + 0.002 * (s % 2) for g in (0, 1) for s in range(5)}
+    mixed = {(g, s): augmented[g, s] - 0.003 * (g + 1) for g in (0, 1) for s in range(5)}
+    other_subsets = {(g, s): plain[g, s] + 0.001 * g for g in (0, 1) for s in range(5)}  # differ per job
+    rows = curve([
+        *results(5, "real", "real", plain),
+        *results(5, "real + augmentation", "real_augmented", augmented),
+        *results(5, "real + synthetic x1", "mixed", mixed),
+        *results(10, "real", "real", other_subsets),
+        *results(10, "real + augmentation", "real_augmented", augmented),
+    ])  # fmt: skip
+    by_setting = {(r["real per class"], r["setting"]): r for r in rows}
+    real = by_setting[5, "real"]
+    assert real["baseline"] == "real + augmentation" and real["pairs"] == 5  # not 5 pairs twice
+    once = paired_interval([plain[0, s] - augmented[0, s] for s in range(5)])
+    assert (real["difference"], real["ci low"], real["ci high"]) == pytest.approx(once)
+    assert real["std"] == pytest.approx(statistics.stdev(plain[0, s] for s in range(5)))
+    fill = by_setting[5, "real + synthetic x1"]  # each GAN's row against the one baseline per seed
+    assert fill["pairs"] == 10 and fill["difference"] == pytest.approx(-0.0045)
+    assert by_setting[10, "real"]["pairs"] == 10  # values that differ between jobs stay apart
+
+
 def write_job(
     job: Path, size: int, gan_seed: int, accuracy: dict[str, float], more: dict[str, float] | None = None
 ) -> None:
@@ -93,8 +118,11 @@ def test_report_writes_the_table_the_gan_quality_and_the_plot(
     assert files is not None
     rows = list(csv.DictReader(files["curve table"].open()))
     assert [(r["real per class"], r["setting"], r["pairs"]) for r in rows] == [
-        ("5", "real", "4"), ("5", "mixed x1", "4"), ("10", "real", "6"), ("10", "mixed x1", "6"),
-    ]  # fmt: skip
+        ("5", "real", "2"),
+        ("5", "mixed x1", "4"),
+        ("10", "real", "2"),
+        ("10", "mixed x1", "6"),
+    ]  # fmt: skip  (every job's real row is the same two measurements: they count once)
     quality = list(csv.DictReader(files["GAN quality"].open()))
     assert [(q["real per class"], q["gan seeds"], float(q["fid"]), q["mifid"]) for q in quality] == [
         ("5", "2", 2.0, ""),
@@ -205,7 +233,9 @@ def test_a_long_tail_sweep_reports_balanced_accuracy_and_rare_recall_per_ratio(t
     assert files is not None and files["curve table"].name == "long_tail.csv"
     rows = list(csv.DictReader(files["curve table"].open()))
     assert [(r["imbalance ratio"], r["setting"], r["pairs"]) for r in rows] == [
-        (str(ratio), setting, "4") for ratio in (10, 100) for setting in scores
+        (str(ratio), setting, "4" if "synthetic" in setting else "2")  # real-only: the same in both jobs
+        for ratio in (10, 100)
+        for setting in scores
     ]
     fill = rows[2]
     assert fill["baseline"] == "real, re-sampled + augmentation"

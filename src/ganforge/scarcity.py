@@ -7,7 +7,8 @@ downstream seed), `augment/gan.json` (the regime, the GAN's seed and its sample 
 class) for a scarcity sweep, its imbalance profile and ratio for a long-tail one (`data.long_tail`:
 a sweep may hold exponential and step tails side by side, each its own regime). Per regime
 and setting the curve holds the mean score and the paired difference to the best real-only baseline of
-that regime (the higher mean), paired over (GAN seed, downstream seed), with a 95% t interval: a
+that regime (the higher mean), paired over (GAN seed, downstream seed), with a 95% t interval (a
+real-only row that every GAN job repeats to the last digit counts once per downstream seed): a
 setting helps where the whole interval is above zero. The score is test accuracy for scarcity, and
 balanced accuracy (mean per-class recall) for a long tail, whose rows also hold the rare classes'
 recall, where a long tail hurts most.
@@ -123,12 +124,39 @@ def load_jobs(sweep_dir: Path) -> tuple[list[Row], list[Row], list[Row]]:
     return results, gans, classes
 
 
+Pair = tuple[int | None, int]  # (GAN seed, downstream seed); None: the same for every GAN seed
+
+
+def one_per_seed(values: dict[Pair, float]) -> dict[Pair, float]:
+    """A real-only row's `values` when every GAN job repeated it to the last digit (the same real
+    subset, the same classifier seeds): once per downstream seed, as (None, seed), since n jobs
+    running the same classifier are not n times the evidence. Values that differ stay apart."""
+    by_seed: dict[int, set[float]] = defaultdict(set)
+    for (_, seed), value in values.items():
+        by_seed[seed].add(value)
+    if any(len(v) > 1 for v in by_seed.values()):
+        return values
+    return {(None, seed): v.pop() for seed, v in by_seed.items()}
+
+
+def paired(mine: dict[Pair, float], base: dict[Pair, float]) -> list[float]:
+    """mine - base per pair; a value measured once per downstream seed pairs with each GAN seed's."""
+    gans = {g for g, _ in (*mine, *base) if g is not None} or {None}
+    seeds = {s for _, s in (*mine, *base)}
+    differences = []
+    for pair in itertools.product(gans, seeds):
+        a, b = (v.get(pair, v.get((None, pair[1]))) for v in (mine, base))
+        if a is not None and b is not None:
+            differences.append(a - b)
+    return differences
+
+
 def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
     """A row per (regime, setting): the score over all pairs, and the paired difference to that
     regime's best real-only baseline; for a long tail also the rare classes' recall and its paired
     difference."""
-    score: dict[tuple[Any, str], dict[tuple[int, int], float]] = defaultdict(dict)
-    rare: dict[tuple[Any, str], dict[tuple[int, int], float]] = defaultdict(dict)
+    score: dict[tuple[Any, str], dict[Pair, float]] = defaultdict(dict)
+    rare: dict[tuple[Any, str], dict[Pair, float]] = defaultdict(dict)
     strategy = {}
     for r in results:
         key, pair = (kind.of(r), r["setting"]), (r["gan seed"], r["seed"])
@@ -136,6 +164,9 @@ def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
         if r.get("rare-class recall") is not None:
             rare[key][pair] = r["rare-class recall"]
         strategy[r["setting"]] = r["strategy"]
+    for key in score:
+        if strategy[key[1]] in kind.baselines:
+            score[key], rare[key] = one_per_seed(score[key]), one_per_seed(rare[key])
     column = "accuracy" if kind is SCARCITY else kind.score
     rows = []
     for regime in sorted({regime for regime, _ in score}):
@@ -149,13 +180,13 @@ def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
         best = max(baselines, key=lambda s: statistics.fmean(score[regime, s].values()))
         for setting in settings:
             mine, base = score[regime, setting], score[regime, best]
-            pairs = sorted(set(mine) & set(base))
-            diff, low, high = paired_interval([mine[p] - base[p] for p in pairs])
+            differences = paired(mine, base)
+            diff, low, high = paired_interval(differences)
             values = list(mine.values())
             row = kind.columns(regime) | {
                 "strategy": strategy[setting],
                 "setting": setting,
-                "pairs": len(pairs),
+                "pairs": len(differences),
                 column: statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "baseline": best,
@@ -166,8 +197,7 @@ def curve(results: list[Row], kind: Kind = SCARCITY) -> list[Row]:
             }
             if rare[regime, setting]:
                 mine, base = rare[regime, setting], rare[regime, best]
-                pairs = sorted(set(mine) & set(base))
-                r_diff, r_low, r_high = paired_interval([mine[p] - base[p] for p in pairs])
+                r_diff, r_low, r_high = paired_interval(paired(mine, base))
                 row |= {
                     "rare-class recall": statistics.fmean(mine.values()),
                     "rare recall difference": r_diff,
