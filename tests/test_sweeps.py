@@ -64,6 +64,32 @@ def test_a_grid_sweep_runs_past_a_failed_job_then_exits_non_zero(tmp_path: Path,
     assert line.endswith(f"each job's error is in {sweep_dir(tmp_path) / 'summary.csv'}")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (  # jobs that differ only in the learning rate would continue each other's checkpoints
+            ['hydra.sweep.subdir="seed=${seed}"', "model.optimizer_g.lr=0.0001,0.0002"],
+            "error: this sweep varies model.optimizer_g.lr (model.optimizer_g.lr=0.0001,0.0002), but "
+            "hydra.sweep.subdir=seed=${seed} does not name it, so its jobs would share run directories; add "
+            "it (hydra.sweep.subdir='seed=${seed},lr=${model.optimizer_g.lr}')",
+        ),
+        (  # a path with a comma, unquoted: a sweep over two paths the experiment's subdir does not name
+            ["experiment=long_tail_mnist", "data.data_dir=/data/MNIST copy,v2"],
+            "error: this sweep varies data.data_dir (data.data_dir=/data/MNIST copy,v2), but",
+        ),
+    ],
+)
+def test_a_sweep_whose_jobs_would_share_run_directories_is_refused_before_any_runs(
+    tmp_path: Path, run_script, args: list[str], message: str
+) -> None:
+    result = run_script(["hydra.mode=MULTIRUN", *SWEEP_FAST, *args])
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
+    assert "quote a value whose comma is part of it" in errors[0]
+    assert not (tmp_path / "logs" / "train" / "multiruns").exists()  # nothing ran, nothing written
+
+
 OPTUNA_SWEEP = """\
 # @package _global_
 defaults:

@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 import rich
 import rich.table
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,35 @@ def print_summary(records: list[dict[str, Any]], path: Path) -> None:
     rich.print(table)
 
 
+def unnamed_sweep_key(config: DictConfig) -> str | None:
+    """What is wrong when the sweep varies a key its `hydra.sweep.subdir` does not name: jobs that
+    differ only in it would share a run directory, and each would continue the one before it (a run
+    directory's own checkpoint wins). None when every swept key is named, or the subdir is unique
+    per job (${hydra.job.num}, the default)."""
+    template = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]
+    named = re.findall(r"\$\{([\w.]+)\}", str(template))
+    if any(key.startswith("hydra.job.") for key in named):
+        return None
+    parser = OverridesParser.create()
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [
+        *parser.parse_overrides([f"{key}={value}" for key, value in params.items()]),
+        *parser.parse_overrides(list(config.hydra.overrides.task)),
+    ]
+    for override in overrides:
+        key = override.key_or_group
+        if not override.is_sweep_override() or key.startswith("hydra."):
+            continue
+        if not any(n == key or n.startswith(f"{key}.") or key.startswith(f"{n}.") for n in named):
+            return (
+                f"this sweep varies {key} ({override.input_line}), but hydra.sweep.subdir={template} "
+                f"does not name it, so its jobs would share run directories; add it "
+                f"(hydra.sweep.subdir='{template},{key.rsplit('.', 1)[-1]}=${{{key}}}'), or quote a "
+                f"value whose comma is part of it ('{key}=\"...\"')"
+            )
+    return None
+
+
 # what run_app reports when the grid sweep this process ran had failed jobs: the exit code says so
 failed_grid_jobs: list[str] = []
 
@@ -110,6 +141,9 @@ class SweepSummary(Callback):
         self.before: dict[Path, int] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        unnamed = unnamed_sweep_key(config)
+        if unnamed is not None:  # before any job: a callback's exception would only be a warning
+            raise SystemExit(f"error: {unnamed}")
         sweep_dir = Path(config.hydra.sweep.dir)
         self.before = job_files(sweep_dir) if sweep_dir.is_dir() else {}
 
